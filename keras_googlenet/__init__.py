@@ -1,0 +1,20 @@
+"""keras_googlenet: GoogLeNet (Inception v1) training with Keras 3 and TensorFlow."""
+
+import os
+
+# TensorFlow's C++ start-up chatter (no CUDA on a CPU machine, oneDNN notes) buries the lines a
+# user needs; keep errors only, unless the user asked for more.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+__all__ = ["build_googlenet", "inference_model", "min_input_size"]
+
+
+def __getattr__(name):
+    # Lazy, so `keras_googlenet.errors` and the preprocessing tools do not pay for importing
+    # TensorFlow.
+    if name in __all__:
+        from keras_googlenet import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'keras_googlenet' has no attribute {name!r}")

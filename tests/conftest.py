@@ -1,0 +1,29 @@
+"""Shared fixtures: small processed datasets written to tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Quiet TensorFlow's C++ start-up lines in test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import write_processed_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def processed_dataset(tmp_path):
+    """A 3-class processed folder, 8 train and 4 val 80x80 JPEGs per class."""
+    return write_processed_dataset(tmp_path / "processed")
+
+
+@pytest.fixture(scope="session")
+def shared_processed_dataset(tmp_path_factory):
+    """The same, written once per session, for tests that only read it."""
+    return write_processed_dataset(tmp_path_factory.mktemp("shared") / "processed")
