@@ -1,0 +1,79 @@
+"""The layout of a run folder, shared by training, evaluation, export and the demo.
+
+RUN/config.yaml              the resolved config the run was started with
+RUN/output.log               the log file (logging.logfile)
+RUN/history.csv              one row per epoch (appended across restarts)
+RUN/checkpoints/best.keras   best validation top-1 of `main` so far
+RUN/checkpoints/last.keras   the end of the latest epoch
+RUN/checkpoints/epoch_010.keras   every training.checkpoint_interval epochs
+RUN/backup/                  BackupAndRestore's state, for resume after a crash
+RUN/tensorboard/             TensorBoard event files (train/, validation/)
+RUN/plots/*.png              loss, accuracy and learning-rate curves
+RUN/DONE                     written when the configured epochs are all done
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.keras"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.keras"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """The periodic checkpoint after `epoch` (1-based)."""
+        return self.checkpoints / f"epoch_{epoch:03d}.keras"
+
+    def epoch_checkpoints(self) -> list[Path]:
+        """Periodic checkpoints, oldest first."""
+        found = [p for p in self.checkpoints.glob("epoch_*.keras") if re.search(r"\d+", p.stem)]
+        return sorted(found, key=lambda p: int(re.search(r"\d+", p.stem).group()))
+
+    @property
+    def backup(self) -> Path:
+        return self.root / "backup"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "DONE"
+
+    def logfile(self, name: str) -> Path:
+        """The log file: `name` inside the run folder unless it is absolute."""
+        path = Path(name)
+        return path if path.is_absolute() else self.root / path
