@@ -427,3 +427,25 @@ def add_config_args(parser, default_config: str | None = None) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optimizer.lr=0.02 (repeatable)",
     )
+
+
+def main(argv=None) -> int:
+    """`python -m keras_googlenet.config FILE [--set KEY=VALUE ...]`: check and print a recipe."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_googlenet.config",
+        description="Check a config file and print it resolved (defaults filled in).",
+    )
+    parser.add_argument("config", nargs="?", help="YAML recipe; omitted: the defaults")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    from keras_googlenet.errors import run_cli
+
+    raise SystemExit(run_cli(main))
