@@ -1,0 +1,476 @@
+"""Class folders of raw images -> the processed dataset the training pipeline reads (SPEC §2).
+
+    python -m preprocessing.image_dir_preprocessor --input 256_ObjectCategories \\
+        --output data/caltech256 [--val-split 0.2] [--size 256] [--no-center-crop] \\
+        [--include-clutter] [--seed 42] [--workers N] [--overwrite] [--config FILE]
+
+Writes into the output folder:
+    train/*.jpg, val/*.jpg  random unique names (16 hex digits), size x size RGB JPEGs
+    train.csv, val.csv      image,class  (file name inside train/ or val/, integer class id)
+    categories.csv          id,label     (ids 0..N-1 in sorted folder order)
+    rgb_val.json            {"R", "G", "B"}: mean over every train pixel after resizing, 0-255
+    skipped.csv             file,reason,detail: every entry that is not in train/ or val/
+    sources.csv             image,split,class,source: where each written image came from
+
+How a run goes, and why in this order:
+1. List the class folders (no decoding); refuse bad arguments before any work.
+2. Decode, crop and resize every file in worker processes; each worker writes its JPEG into
+   `.staging/` and returns only the image's per-channel pixel sums, so memory stays flat.
+3. Split the readable images per class (seeded), move each file to train/ or val/ (a rename).
+4. Write the CSVs and the mean last, each atomically, then remove the `.preprocess-incomplete`
+   marker. An interrupted run therefore never leaves a CSV naming an image that is not there.
+
+Interrupted runs start clean: a folder holding the marker is recognised as our unfinished output,
+its partial contents are removed and the run starts again (no --overwrite needed). A full
+Caltech256 pass takes minutes, too little to be worth the extra state a resume would need.
+
+A class with a single readable image goes to train only; a class with none is dropped (both
+with a warning); class ids are then assigned over the remaining folders in sorted order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from keras_googlenet.atomic import atomic_open, atomic_write_text
+from keras_googlenet.errors import UserError, run_cli
+from preprocessing.folders import scan_input, stratified_split, unique_names
+from preprocessing.image_io import BadImage, load_rgb
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = ".staging"
+MARKER = ".preprocess-incomplete"
+TABLES = ("train.csv", "val.csv", "categories.csv", "rgb_val.json", "skipped.csv", "sources.csv")
+JPEG_QUALITY = 95  # the training crops come from these files: keep them close to lossless
+
+
+@dataclass
+class Summary:
+    """What a run did. `found == train + val + sum(skipped.values())` always holds."""
+
+    output_dir: Path
+    found: int
+    train: int
+    val: int
+    skipped: dict[str, int]  # reason -> count
+    num_classes: int
+    mean_rgb: dict[str, float]
+    left_out: list[tuple[str, int]] = field(default_factory=list)  # (folder, entries)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> int:
+        return self.train + self.val
+
+    def line(self) -> str:
+        """The one-line report printed at the end of a run."""
+        total = sum(self.skipped.values())
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.skipped.items()))
+        skipped = f"{total} skipped ({reasons}; see skipped.csv)" if total else "0 skipped"
+        rate = self.found / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"found {self.found} files in {self.num_classes} classes: wrote {self.train} train "
+            f"+ {self.val} val, {skipped} -> {self.output_dir} ({self.seconds:.1f} s, "
+            f"{rate:.0f} files/s)"
+        )
+        for folder, count in self.left_out:
+            text += f"; left out {folder} ({count} entries; --include-clutter uses it)"
+        return text
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and the output folder.
+
+
+def check_options(val_split: float, size: int, workers: int | None, names=None) -> None:
+    """Raises `UserError` for values that cannot work; `names` maps option to how to call it."""
+    names = names or {}
+    if isinstance(val_split, bool) or not 0 < val_split < 1:
+        name = names.get("val_split", "val_split")
+        raise UserError(f"{name} must be between 0 and 1 (exclusive), got {val_split}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise UserError(f"{names.get('size', 'size')} must be a positive integer, got {size}")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise UserError(f"{names.get('workers', 'workers')} must be at least 1, got {workers}")
+
+
+def _clear_previous(output: Path) -> None:
+    """Removes what a run of ours writes (nothing else) from `output`."""
+    for name in ("train", "val", STAGING_DIR):
+        shutil.rmtree(output / name, ignore_errors=True)
+    for name in (*TABLES, MARKER):
+        (output / name).unlink(missing_ok=True)
+
+
+def prepare_output(input_dir: Path, output: Path, overwrite: bool) -> str | None:
+    """Checks the output folder, clears a previous or interrupted run, writes the marker.
+
+    Returns:
+        A note for the user when something was cleared, else None.
+
+    Raises:
+        UserError: output is a file, overlaps the input, or is not empty without `overwrite`.
+    """
+    src, dst = input_dir.resolve(), output.resolve()
+    if dst == src or dst.is_relative_to(src):
+        raise UserError(f"output folder {output} is inside the input folder {input_dir}")
+    if src.is_relative_to(dst):
+        raise UserError(f"input folder {input_dir} is inside the output folder {output}")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"output {output} exists and is not a folder")
+    note = None
+    if output.is_dir() and any(output.iterdir()):
+        if (output / MARKER).exists():
+            note = f"{output} holds an interrupted run: removed it, starting again"
+        elif overwrite:
+            note = f"--overwrite: replaced the previous output in {output}"
+        else:
+            raise UserError(
+                f"output folder {output} is not empty (pass --overwrite to replace its contents)"
+            )
+        _clear_previous(output)
+    (output / STAGING_DIR).mkdir(parents=True, exist_ok=True)
+    (output / MARKER).write_text("preprocessing in progress; a rerun starts again from scratch\n")
+    return note
+
+
+# --------------------------------------------------------------------------------------------
+# The per-image work, run in worker processes.
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the parent should react (it stops the pool),
+    # or every worker prints its own traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def process_one(task: tuple[int, str, str], size: int, center_crop: bool):
+    """Decodes `src`, writes the square JPEG to `dst`; returns its pixel sums or the reason.
+
+    Returns:
+        (index, None, "", [R sum, G sum, B sum]) or (index, reason, detail, None).
+    """
+    index, src, dst = task
+    try:
+        pixels = load_rgb(src, size, center_crop)
+    except BadImage as e:
+        return index, e.reason, e.detail, None
+    Image.fromarray(pixels).save(dst, "JPEG", quality=JPEG_QUALITY)
+    return index, None, "", pixels.reshape(-1, 3).sum(axis=0, dtype=np.int64).tolist()
+
+
+def _start_method() -> str:
+    # fork is fastest, but forking a process that already runs TensorFlow's threads (the demo
+    # calls us in-process) can deadlock; spawn starts clean workers then.
+    methods = multiprocessing.get_all_start_methods()
+    return "fork" if "fork" in methods and "tensorflow" not in sys.modules else "spawn"
+
+
+def _run_tasks(tasks, size, center_crop, workers, progress):
+    """Yields `process_one` results, in parallel when `workers` > 1."""
+    work = functools.partial(process_one, size=size, center_crop=center_crop)
+    bar = tqdm(total=len(tasks), unit="img", desc="preprocess", disable=not progress)
+    try:
+        if workers == 1:
+            for task in tasks:
+                yield work(task)
+                bar.update()
+            return
+        ctx = multiprocessing.get_context(_start_method())
+        # Chunks amortise the inter-process traffic; small enough to keep the bar moving.
+        chunksize = max(1, min(64, len(tasks) // (workers * 16)))
+        with ctx.Pool(workers, initializer=_ignore_sigint) as pool:
+            for result in pool.imap_unordered(work, tasks, chunksize=chunksize):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+def default_workers() -> int:
+    """The cores this process may use (respects CPU affinity in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# The run.
+
+
+def _write_csv(path: Path, header: Sequence[str], rows) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def preprocess(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    val_split: float = 0.2,
+    size: int = 256,
+    center_crop: bool = True,
+    include_clutter: bool = False,
+    seed: int = 42,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Summary:
+    """Turns a folder of class folders into the processed dataset (see the module docstring).
+
+    Args:
+        input_dir: `NNN.label/` or `label/` class folders of images.
+        output_dir: where train/, val/ and the tables go; must be empty or absent unless
+            `overwrite` (or it holds an interrupted run of ours, which is cleared).
+        val_split: fraction of each class for validation, in (0, 1).
+        size: side of the square output images.
+        center_crop: crop the centred square before resizing (False: stretch the whole image).
+        include_clutter: use Caltech256's `257.clutter` folder as a class.
+        seed: seed for the split and the file names; the same seed gives the same output.
+        workers: processes decoding images; None uses every core.
+        overwrite: replace a previous output in `output_dir`.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        A `Summary` (`summary.line()` is the end-of-run report). Warnings also go to the
+        `preprocessing.image_dir_preprocessor` logger.
+
+    Raises:
+        UserError: bad arguments, no class folders, an unusable output folder, or fewer than
+            two classes with readable images.
+    """
+    start = time.perf_counter()
+    check_options(val_split, size, workers)
+    input_dir, output = Path(input_dir), Path(output_dir)
+    if not input_dir.exists():
+        raise UserError(f"input folder {input_dir} does not exist")
+    if not input_dir.is_dir():
+        raise UserError(f"input {input_dir} is not a folder")
+    found = scan_input(input_dir, include_clutter)
+    if len(found.classes) < 2:
+        what = "no class folders" if not found.classes else "only one class folder"
+        raise UserError(
+            f"{what} in {input_dir} (expected {input_dir}/NNN.label/*.jpg or "
+            f"{input_dir}/label/*.jpg, at least two classes)"
+        )
+    labels = Counter(c.label for c in found.classes)
+    if duplicate := next((lab for lab, n in labels.items() if n > 1), None):
+        folders = [c.name for c in found.classes if c.label == duplicate]
+        raise UserError(f"folders {', '.join(folders)} both give the label '{duplicate}'")
+    note = prepare_output(input_dir, output, overwrite)
+    warnings: list[str] = []
+    if note:
+        log.warning(note)
+        warnings.append(note)
+
+    # 2. Decode everything; results arrive in any order, indexed by candidate.
+    staging = output / STAGING_DIR
+    n = len(found.candidates)
+    names = unique_names(n, seed)
+    tasks = [
+        (i, str(input_dir / rel), str(staging / names[i]))
+        for i, (rel, _) in enumerate(found.candidates)
+    ]
+    sums = np.zeros((n, 3), dtype=np.int64)
+    failures: dict[int, tuple[str, str]] = {}
+    workers = min(workers or default_workers(), max(1, n))
+    for index, reason, detail, pixel_sum in _run_tasks(tasks, size, center_crop, workers, progress):
+        if reason is None:
+            sums[index] = pixel_sum
+        else:
+            failures[index] = (reason, detail)
+
+    # 3. Split the readable images per class; classes left empty are dropped.
+    by_class: dict[int, list[int]] = {c: [] for c in range(len(found.classes))}
+    for i, (_, c) in enumerate(found.candidates):
+        if i not in failures:
+            by_class[c].append(i)
+    kept = []
+    for c, folder in enumerate(found.classes):
+        count = len(by_class[c])
+        if count:
+            kept.append(c)
+        if count >= 2:
+            continue
+        if count == 1:
+            message = f"class folder {folder.name} has a single readable image: train only"
+        else:
+            message = f"class folder {folder.name} has no readable image: left out"
+        log.warning(message)
+        warnings.append(message)
+    if len(kept) < 2:
+        raise UserError(f"fewer than two classes in {input_dir} have readable images")
+    class_id = {c: new for new, c in enumerate(kept)}
+    rel_of = {i: found.candidates[i][0] for c in kept for i in by_class[c]}
+    train_rel, _ = stratified_split(
+        {found.classes[c].name: [rel_of[i] for i in by_class[c]] for c in kept}, val_split, seed
+    )
+    rows = {"train": [], "val": []}
+    for c in kept:
+        for i in by_class[c]:
+            split = "train" if rel_of[i] in train_rel else "val"
+            rows[split].append((names[i], class_id[c], rel_of[i]))
+    for split in ("train", "val"):
+        (output / split).mkdir(exist_ok=True)
+        for name, _, _ in rows[split]:
+            os.replace(staging / name, output / split / name)
+    shutil.rmtree(staging)
+
+    # 4. The tables, last and atomically.
+    train_idx = [i for c in kept for i in by_class[c] if rel_of[i] in train_rel]
+    mean = sums[train_idx].sum(axis=0) / (len(train_idx) * size * size)
+    mean_rgb = {k: float(v) for k, v in zip("RGB", mean, strict=True)}
+    skipped = list(found.skipped)
+    skipped += [(found.candidates[i][0], r, d) for i, (r, d) in sorted(failures.items())]
+    skipped.sort()
+    _write_csv(output / "skipped.csv", ("file", "reason", "detail"), skipped)
+    _write_csv(
+        output / "sources.csv",
+        ("image", "split", "class", "source"),
+        [(name, split, cid, rel) for split in ("train", "val") for name, cid, rel in rows[split]],
+    )
+    _write_csv(
+        output / "categories.csv",
+        ("id", "label"),
+        [(class_id[c], found.classes[c].label) for c in kept],
+    )
+    atomic_write_text(output / "rgb_val.json", json.dumps(mean_rgb, indent=2) + "\n")
+    for split in ("train", "val"):
+        _write_csv(output / f"{split}.csv", ("image", "class"), [r[:2] for r in rows[split]])
+    (output / MARKER).unlink()
+    return Summary(
+        output_dir=output,
+        found=n + len(found.skipped),
+        train=len(rows["train"]),
+        val=len(rows["val"]),
+        skipped=dict(Counter(reason for _, reason, _ in skipped)),
+        num_classes=len(kept),
+        mean_rgb=mean_rgb,
+        left_out=found.left_out,
+        warnings=warnings,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line.
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other user mistake
+        raise UserError(f"{message} (see --help)")
+
+
+def _read_config(path: str):
+    """The `preprocess:` section and `data.input_dir` of a recipe, without importing Keras.
+
+    `keras_googlenet.config.load_config` also validates the model section, which imports
+    TensorFlow (seconds); the schema check here (unknown keys, wrong types) is the same one.
+    """
+    import yaml
+
+    from keras_googlenet.config import Config, ConfigError, _from_dict
+
+    try:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    config = _from_dict(Config, tree, str(path))
+    return config.preprocess, config.data.input_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = _Parser(
+        prog="python -m preprocessing.image_dir_preprocessor",
+        description="Class folders of images -> train/val JPEGs, CSVs, categories, RGB mean.",
+    )
+    parser.add_argument("--input", metavar="DIR", help="folder of class folders (NNN.label/)")
+    parser.add_argument("--output", metavar="DIR", help="where the processed dataset goes")
+    parser.add_argument("--val-split", type=float, help="validation fraction (default 0.2)")
+    parser.add_argument("--size", type=int, help="output side in pixels (default 256)")
+    parser.add_argument(
+        "--no-center-crop",
+        dest="center_crop",
+        action="store_const",
+        const=False,
+        help="stretch the whole image to the square instead of cropping its centre",
+    )
+    parser.add_argument(
+        "--include-clutter",
+        action="store_const",
+        const=True,
+        help="use 257.clutter as a class (left out by default)",
+    )
+    parser.add_argument("--seed", type=int, help="split and file-name seed (default 42)")
+    parser.add_argument("--workers", type=int, help="processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML recipe; its preprocess: section gives defaults (flags win), "
+        "data.input_dir the output folder",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+    from keras_googlenet.config import PreprocessConfig
+
+    config, data_dir, source = PreprocessConfig(), None, ""
+    if args.config:
+        config, data_dir = _read_config(args.config)
+        source = f"{args.config}: preprocess."
+    values, names = {}, {}
+    for key in ("val_split", "size", "center_crop", "include_clutter", "seed", "workers"):
+        flag = getattr(args, key)
+        values[key] = getattr(config, key) if flag is None else flag
+        # Name the value where the user wrote it: the flag, or the key in the file.
+        names[key] = f"--{key.replace('_', '-')}" if flag is not None else f"{source}{key}"
+    check_options(values["val_split"], values["size"], values["workers"], names)
+    input_dir = args.input or config.source_dir
+    output_dir = args.output or data_dir
+    if not input_dir:
+        raise UserError("--input is required (or preprocess.source_dir in --config)")
+    if not output_dir:
+        raise UserError("--output is required (or data.input_dir in --config)")
+    summary = preprocess(
+        input_dir,
+        output_dir,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        **values,
+    )
+    print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
