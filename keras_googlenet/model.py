@@ -222,7 +222,11 @@ def build_googlenet(
 
 def inference_model(model: keras.Model) -> keras.Model:
     """The main head alone, sharing every layer (and so every weight) with `model`."""
-    return keras.Model(model.inputs, model.get_layer("main").output, name=f"{model.name}_inference")
+    # The single input tensor, not the `inputs` list: called on a tensor, a list-input model
+    # warns that the structures differ.
+    return keras.Model(
+        model.inputs[0], model.get_layer("main").output, name=f"{model.name}_inference"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
