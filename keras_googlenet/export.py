@@ -1,0 +1,189 @@
+"""Export a trained run as a self-contained SavedModel (plus a `.keras` inference model).
+
+    python -m keras_googlenet.export --run runs/NAME --output exports/NAME [--checkpoint best]
+
+The folder holds a SavedModel that needs TensorFlow only, no project code:
+
+    DIR/saved_model.pb, DIR/variables/   endpoints serve_images (default), serve_bytes, serve
+    DIR/model.keras                      the float32 inference model (main head, 0-255 input)
+    DIR/labels.txt                       one category name per line, in class-id order
+    DIR/export.json                      preprocessing, classes, source checkpoint, versions
+
+Reload with `tf.saved_model.load(DIR).serve_images(uint8_images)` or
+`keras.layers.TFSMLayer(DIR, call_endpoint="serve_images")`; see `keras_googlenet.serving` for the
+preprocessing done inside the graph. Mixed-precision runs export a float32 graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from keras_googlenet.checkpoints import (
+    CHECKPOINT_HELP,
+    float32_inference_model,
+    load_checkpoint,
+    open_run,
+    pick_checkpoint,
+    run_config,
+)
+from keras_googlenet.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuses a file, or a non-empty folder unless `overwrite`."""
+    if output.is_file():
+        raise UserError(f"{output}: is a file, expected a folder for the export")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(
+            f"{output}: folder exists and is not empty (pass --overwrite to replace it)"
+        )
+
+
+def _swap_in(tmp: Path, output: Path) -> None:
+    """Renames the finished `tmp` folder to `output`, replacing an existing one last."""
+    if not output.exists():
+        os.replace(tmp, output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.replace(output, old / output.name)
+    try:
+        os.replace(tmp, output)
+    except OSError:
+        os.replace(old / output.name, output)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(model, spec, output, *, overwrite: bool = False, metadata: dict | None = None):
+    """Writes the SavedModel, `model.keras`, `labels.txt` and `export.json` to `output`.
+
+    Everything is written to a temporary folder beside `output` and renamed at the end, so an
+    interrupted export leaves no half-written folder.
+
+    Args:
+        model: a float32 inference model (see `checkpoints.float32_inference_model`).
+        spec: the `serving.ServingSpec` (preprocessing and class names).
+        output: the export folder.
+        overwrite: replace an existing non-empty folder.
+        metadata: extra entries for export.json (source run, checkpoint).
+
+    Returns:
+        The export folder as a `Path`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from keras_googlenet.serving import OUTPUT_KEYS, make_serving_functions
+
+    output = Path(output)
+    check_output(output, overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        archive = keras.export.ExportArchive()
+        # No archive.track(model): it would store every weight twice (keras-team/keras#23553);
+        # the endpoints capture the variables they use.
+        endpoints = make_serving_functions(model, spec)
+        for name, (fn, signature) in endpoints.items():
+            archive.add_endpoint(name, fn, input_signature=signature)
+        archive.write_out(str(tmp), verbose=False)
+        model.save(tmp / "model.keras")
+        (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in spec.class_names))
+        info = {
+            "format": "keras_googlenet SavedModel",
+            "endpoints": {
+                name: {"input": repr(signature[0]), "outputs": list(OUTPUT_KEYS)}
+                for name, (_, signature) in endpoints.items()
+            },
+            "default_endpoint": next(iter(endpoints)),
+            "preprocessing": spec.to_dict(),
+            "class_names": list(spec.class_names),
+            "dtype": "float32",
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            **(metadata or {}),
+        }
+        (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
+        _swap_in(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return output
+
+
+def export_run(run, output, *, checkpoint: str = "best", overwrite: bool = False, top_k: int = 5):
+    """Exports a checkpoint of a training run.
+
+    Args:
+        run: the run folder.
+        output: the export folder.
+        checkpoint: `best`, `last` or a `.keras` path (see `keras_googlenet.checkpoints`).
+        overwrite: replace an existing non-empty export folder.
+        top_k: how many classes the top-k outputs hold.
+
+    Returns:
+        The export folder as a `Path`.
+    """
+    from keras_googlenet.data import read_dataset_info
+    from keras_googlenet.serving import ServingSpec
+
+    output = Path(output)
+    check_output(output, overwrite)  # before the slow part
+    run = open_run(run)
+    config = run_config(run)
+    path = pick_checkpoint(run, checkpoint)
+    log.info("exporting %s", path)
+    model = float32_inference_model(load_checkpoint(path))
+    class_names = read_dataset_info(config).class_names
+    if model.output.shape[-1] != len(class_names):
+        raise UserError(
+            f"{path}: the model has {model.output.shape[-1]} classes but the run's "
+            f"categories.csv has {len(class_names)}"
+        )
+    spec = ServingSpec.from_config(config, class_names, top_k=top_k)
+    metadata = {"run": str(run.root.resolve()), "checkpoint": str(path.resolve())}
+    return export_model(model, spec, output, overwrite=overwrite, metadata=metadata)
+
+
+def folder_size(path: Path) -> int:
+    """Bytes in all files under `path`."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_googlenet.export",
+        description="Export a run's checkpoint as a SavedModel that needs only TensorFlow.",
+    )
+    parser.add_argument("--run", required=True, help="the training run folder")
+    parser.add_argument("--output", required=True, help="the export folder to write")
+    parser.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
+    parser.add_argument("--top-k", type=int, default=5, help="classes in the top-k outputs")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = export_run(
+        args.run,
+        args.output,
+        checkpoint=args.checkpoint,
+        overwrite=args.overwrite,
+        top_k=args.top_k,
+    )
+    size = folder_size(out)
+    print(f"exported to {out} ({size / 2**20:.1f} MiB); default signature: serve_images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
