@@ -1,0 +1,532 @@
+"""Augmentation declared in the config: an ordered list of named transforms over image tensors.
+
+Each entry of `data.train_augment` / `data.val_augment` is a mapping with a `name`, an optional
+probability `p` and the transform's parameters:
+
+    train_augment:
+      - {name: random_crop, size: 224}
+      - {name: horizontal_flip, p: 0.5}
+      - {name: rotate90, p: 0.5}          # leave it out for no rotation
+
+Every transform is a small pure function `fn(image, seed, **params) -> image` over one
+HxWx3 image. `seed` is a shape-[2] integer tensor for TensorFlow's stateless random ops, so the
+same seed gives the same result (reproducible runs) and the pipeline decides where seeds come
+from. The output has the input's dtype: uint8 in, uint8 out (results of resizing and colour
+changes are rounded and clipped to 0..255); the pipeline ships raw pixels and the model
+normalizes them.
+
+`data.albumentations` (e.g. `[{HorizontalFlip: {p: 0.5}}]`) is compiled into an `A.Compose`
+that runs after the TensorFlow transforms, through `tf.numpy_function` (see `Albumentations`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from keras_googlenet.config import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def _restore_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Float pixels on the 0-255 scale back to `dtype` (rounded and clipped for uint8)."""
+    if dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    return tf.cast(tf.clip_by_value(image, 0.0, 255.0), dtype)
+
+
+def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
+    """Bilinear resize (antialiased when shrinking) keeping the input's dtype."""
+    out = tf.image.resize(image, tf.stack([height, width]), antialias=True)
+    return _restore_dtype(out, image.dtype)
+
+
+def _ensure_min_side(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Upscales an image whose shorter side is below `size` so that a size x size crop fits.
+
+    Processed folders hold 256x256 images, so this is the rare path (a user's own folder of
+    small images); without it the crop would fail mid-epoch.
+    """
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    short = tf.minimum(h, w)
+
+    def upscale():
+        scale = size / tf.cast(short, tf.float32)
+        new_h = tf.maximum(size, tf.cast(tf.math.ceil(tf.cast(h, tf.float32) * scale), tf.int32))
+        new_w = tf.maximum(size, tf.cast(tf.math.ceil(tf.cast(w, tf.float32) * scale), tf.int32))
+        return _resize(image, new_h, new_w)
+
+    return tf.cond(short < size, upscale, lambda: image)
+
+
+# --------------------------------------------------------------------------------------------
+# Crop windows. A crop is "pick a window from the image's shape, then cut it out"; the window
+# depends only on the shape, so the pipeline can decode just that window of a JPEG
+# (`tf.io.decode_and_crop_jpeg`) and get the same pixels without decoding the whole file.
+
+
+def random_crop_window(shape, seed, *, size: int):
+    """(top, left, height, width) of a uniformly placed size x size window."""
+    h, w = shape[0], shape[1]
+    top = tf.random.stateless_uniform([], seed, 0, h - size + 1, dtype=tf.int32)
+    left_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    left = tf.random.stateless_uniform([], left_seed, 0, w - size + 1, dtype=tf.int32)
+    return tf.stack([top, left, size, size])
+
+
+def center_crop_window(shape, seed, *, size: int):
+    """(top, left, height, width) of the centered size x size window."""
+    del seed  # deterministic
+    h, w = shape[0], shape[1]
+    return tf.stack([(h - size) // 2, (w - size) // 2, size, size])
+
+
+def random_resized_crop_window(shape, seed, *, size: int, scale, ratio):
+    """(top, left, height, width) of a window with a random area fraction and aspect ratio.
+
+    As in the Inception training recipe: area in `scale` of the image, width/height in `ratio`,
+    10 tries, else the whole image.
+    """
+    del size  # the window is resized to size x size afterwards
+    begin, window, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.stack([shape[0], shape[1], 3]),
+        tf.zeros([1, 0, 4], tf.float32),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=tuple(ratio),
+        area_range=tuple(scale),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], window[0], window[1]])
+
+
+def _cut(image, window):
+    return tf.slice(
+        image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], -1])
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The transforms: fn(image, seed, **params) -> image.
+
+
+def random_crop(image, seed, *, size: int):
+    """A size x size crop at a random position (upscaling first if the image is smaller)."""
+    image = _ensure_min_side(image, size)
+    return _cut(image, random_crop_window(tf.shape(image), seed, size=size))
+
+
+def center_crop(image, seed=None, *, size: int):
+    """The centered size x size crop (upscaling first if the image is smaller)."""
+    image = _ensure_min_side(image, size)
+    return _cut(image, center_crop_window(tf.shape(image), seed, size=size))
+
+
+def resize(image, seed=None, *, size: int):
+    """Resize to size x size (aspect ratio not kept)."""
+    del seed
+    return _resize(image, size, size)
+
+
+def random_resized_crop(image, seed, *, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A window of random area and aspect ratio, resized to size x size (Inception-style)."""
+    window = random_resized_crop_window(tf.shape(image), seed, size=size, scale=scale, ratio=ratio)
+    return _resize(_cut(image, window), size, size)
+
+
+def horizontal_flip(image, seed=None):
+    """Mirror left-right (the probability is the entry's `p`)."""
+    del seed
+    return tf.reverse(image, axis=[1])
+
+
+def vertical_flip(image, seed=None):
+    """Mirror top-bottom (the probability is the entry's `p`)."""
+    del seed
+    return tf.reverse(image, axis=[0])
+
+
+def rotate90(image, seed):
+    """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3} (like albumentations' RandomRotate90).
+
+    Non-square images swap height and width for odd k.
+    """
+    k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
+    return tf.image.rot90(image, k)
+
+
+def _factor(seed, amount):
+    return tf.random.stateless_uniform([], seed, max(0.0, 1.0 - amount), 1.0 + amount)
+
+
+def color_jitter(image, seed, *, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+    """Random brightness, contrast, saturation and hue, in that fixed order (torchvision's ranges).
+
+    brightness/contrast/saturation `a` draw a factor in [max(0, 1 - a), 1 + a]; hue `h` shifts
+    the hue by a fraction in [-h, h] of the colour wheel (h <= 0.5). Zero leaves that part out.
+    """
+    dtype = image.dtype
+    x = tf.cast(image, tf.float32) / 255.0
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if brightness:
+        x = tf.clip_by_value(x * _factor(seeds[0], brightness), 0.0, 1.0)
+    if contrast:
+        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x))
+        x = tf.clip_by_value((x - mean) * _factor(seeds[1], contrast) + mean, 0.0, 1.0)
+    if saturation:
+        gray = tf.image.rgb_to_grayscale(x)
+        x = tf.clip_by_value(gray + (x - gray) * _factor(seeds[2], saturation), 0.0, 1.0)
+    if hue:
+        delta = tf.random.stateless_uniform([], seeds[3], -hue, hue)
+        x = tf.image.adjust_hue(x, delta)
+    return _restore_dtype(x * 255.0, dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: what each name accepts. A parameter is (checker, default); `_REQUIRED` marks
+# one without a default.
+
+_REQUIRED = object()
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"
+
+
+def _non_negative(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+    return ok, "a non-negative number"
+
+
+def _hue(v):
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 0.5
+    return ok, "a number in [0, 0.5]"
+
+
+def _range(low_ok: Callable[[float], bool], high_ok: Callable[[float], bool], what: str):
+    def check(v):
+        ok = (
+            isinstance(v, (list, tuple))
+            and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            and low_ok(v[0])
+            and high_ok(v[1])
+            and v[0] <= v[1]
+        )
+        return ok, what
+
+    return check
+
+
+@dataclass(frozen=True)
+class _Kind:
+    fn: Callable
+    params: dict[str, tuple[Callable, Any]]
+    default_p: float = 1.0
+    sets_size: bool = False  # output is size x size: p must be 1 (else batch shapes differ)
+    window: Callable | None = None  # crop window from the shape, for decoding only the window
+    random: bool = True  # uses its seed beyond the `p` draw
+
+
+TRANSFORMS: dict[str, _Kind] = {
+    "random_crop": _Kind(
+        random_crop, {"size": (_positive_int, _REQUIRED)}, sets_size=True, window=random_crop_window
+    ),
+    "center_crop": _Kind(
+        center_crop,
+        {"size": (_positive_int, _REQUIRED)},
+        sets_size=True,
+        window=center_crop_window,
+        random=False,
+    ),
+    "resize": _Kind(resize, {"size": (_positive_int, _REQUIRED)}, sets_size=True, random=False),
+    "random_resized_crop": _Kind(
+        random_resized_crop,
+        {
+            "size": (_positive_int, _REQUIRED),
+            "scale": (
+                _range(lambda x: x > 0, lambda x: x <= 1, "[low, high], 0 < low <= high <= 1"),
+                (0.08, 1.0),
+            ),
+            "ratio": (
+                _range(lambda x: x > 0, lambda x: True, "[low, high], 0 < low <= high"),
+                (3 / 4, 4 / 3),
+            ),
+        },
+        sets_size=True,
+        window=random_resized_crop_window,
+    ),
+    "horizontal_flip": _Kind(horizontal_flip, {}, default_p=0.5, random=False),
+    "vertical_flip": _Kind(vertical_flip, {}, default_p=0.5, random=False),
+    "rotate90": _Kind(rotate90, {}),
+    "color_jitter": _Kind(
+        color_jitter,
+        {
+            "brightness": (_non_negative, 0.0),
+            "contrast": (_non_negative, 0.0),
+            "saturation": (_non_negative, 0.0),
+            "hue": (_hue, 0.0),
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One compiled entry: the transform, its probability and its checked parameters."""
+
+    name: str
+    p: float
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def kind(self) -> _Kind:
+        return TRANSFORMS[self.name]
+
+    def apply(self, image, seed):
+        return self.kind.fn(image, seed, **dict(self.params))
+
+    def window(self, shape, seed):
+        return self.kind.window(shape, seed, **dict(self.params))
+
+
+def _parse_step(entry, key: str, source: str) -> Step:
+    def bad(why):
+        raise ConfigError(f"{source}: '{key}' {why}")
+
+    if not isinstance(entry, dict) or "name" not in entry:
+        bad(
+            f"must be a mapping with a 'name' (e.g. {{name: random_crop, size: 224}}), "
+            f"got {entry!r}"
+        )
+    name = entry["name"]
+    if name not in TRANSFORMS:
+        close = difflib.get_close_matches(str(name), TRANSFORMS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        bad(f"unknown transform {name!r}{hint}; known: {', '.join(TRANSFORMS)}")
+    kind = TRANSFORMS[name]
+    p = entry.get("p", kind.default_p)
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+        bad(f"p must be a number in [0, 1], got {p!r}")
+    if kind.sets_size and p != 1:
+        bad(f"{name} changes the image size, so its p must be 1 (got {p})")
+    params = {}
+    for param, value in entry.items():
+        if param in ("name", "p"):
+            continue
+        if param not in kind.params:
+            close = difflib.get_close_matches(str(param), kind.params, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            known = ", ".join(["p", *kind.params])
+            bad(f"unknown parameter {param!r} for {name}{hint}; it takes: {known}")
+        ok, what = kind.params[param][0](value)
+        if not ok:
+            bad(f"{name} {param} must be {what}, got {value!r}")
+        params[param] = tuple(value) if isinstance(value, list) else value
+    for param, (_, default) in kind.params.items():
+        if param not in params:
+            if default is _REQUIRED:
+                bad(f"{name} needs '{param}'")
+            params[param] = default
+    return Step(name, float(p), tuple(params.items()))
+
+
+class Augment:
+    """A compiled, ordered list of transforms; call it as `augment(image, seed)`.
+
+    `seed` is a shape-[2] integer tensor; transform i gets its own seeds split from it, so adding
+    a transform at the end does not change what the earlier ones draw.
+    """
+
+    def __init__(self, steps: tuple[Step, ...]):
+        self.steps = steps
+
+    def __repr__(self):
+        return f"Augment({[s.name for s in self.steps]})"
+
+    @property
+    def output_size(self) -> int | None:
+        """The size set by the last size-setting transform, or None if none sets one."""
+        sizes = [dict(s.params)["size"] for s in self.steps if s.kind.sets_size]
+        return sizes[-1] if sizes else None
+
+    @property
+    def crops_first(self) -> bool:
+        """Whether the first transform is a crop whose window can be decoded alone."""
+        return bool(self.steps) and self.steps[0].kind.window is not None
+
+    def _seeds(self, seed):
+        n = max(1, 2 * len(self.steps))
+        return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), n)
+
+    def _apply_step(self, i, image, seeds):
+        step = self.steps[i]
+        if step.p <= 0:
+            return image
+        if step.p >= 1:
+            return step.apply(image, seeds[2 * i + 1])
+        draw = tf.random.stateless_uniform([], seeds[2 * i]) < step.p
+        return tf.cond(draw, lambda: step.apply(image, seeds[2 * i + 1]), lambda: image)
+
+    def __call__(self, image, seed, start: int = 0, stop: int | None = None):
+        """Applies transforms `start` to `stop` (exclusive; None: to the end) to one image."""
+        seeds = self._seeds(seed)
+        for i in range(start, len(self.steps) if stop is None else stop):
+            image = self._apply_step(i, image, seeds)
+        return image
+
+    def first_window(self, shape, seed):
+        """The crop window of the first transform (see `crops_first`) for this image shape."""
+        return self.steps[0].window(shape, self._seeds(seed)[1])
+
+    def finish_first(self, window_pixels):
+        """What the first transform does after cutting its window (resize, for resized crops)."""
+        step = self.steps[0]
+        if step.name == "random_resized_crop":
+            size = dict(step.params)["size"]
+            return _resize(window_pixels, size, size)
+        return window_pixels
+
+    def fits_window(self, shape):
+        """Whether the first crop's window fits in an image of this shape without upscaling."""
+        size = dict(self.steps[0].params)["size"]
+        if self.steps[0].name == "random_resized_crop":
+            return tf.constant(True)
+        return tf.logical_and(shape[0] >= size, shape[1] >= size)
+
+
+def compile_augment(entries, key: str = "data.train_augment", source: str = "config") -> Augment:
+    """Checks and compiles a list of transform entries.
+
+    Args:
+        entries: the config list, e.g. `[{"name": "random_crop", "size": 224}]`.
+        key: its dotted config key, for messages (`data.train_augment[1]`).
+        source: where the config came from, for messages.
+
+    Returns:
+        An `Augment`.
+
+    Raises:
+        ConfigError: not a list, an unknown transform or parameter, a bad value.
+    """
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"{source}: '{key}' must be a list of transforms, got {entries!r}")
+    return Augment(tuple(_parse_step(e, f"{key}[{i}]", source) for i, e in enumerate(entries)))
+
+
+# --------------------------------------------------------------------------------------------
+# albumentations, run inside the tf.data pipeline through tf.numpy_function.
+
+
+class Albumentations:
+    """An `A.Compose` built from `data.albumentations`, callable on an image tensor and a seed.
+
+    albumentations keeps its random state in the Compose object; to make a given seed give a
+    given result (reproducible runs) the Compose is re-seeded from the element's seed for each
+    call, under a lock (the calls hold the GIL anyway, so the lock costs little).
+    """
+
+    def __init__(self, compose, names: tuple[str, ...]):
+        self.compose = compose
+        self.names = names
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"Albumentations({list(self.names)})"
+
+    def _run(self, image: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.compose.set_random_seed(int(seed[0] % (2**31)) ^ int(seed[1] % (2**31)))
+            out = self.compose(image=image)["image"]
+        return np.ascontiguousarray(out, dtype=image.dtype)
+
+    def __call__(self, image, seed, output_size: int | None = None):
+        """Runs the Compose on one HxWx3 image; `output_size` sets the static shape."""
+        out = tf.numpy_function(self._run, [image, seed], image.dtype, stateful=False)
+        if output_size is not None:
+            return tf.ensure_shape(out, [output_size, output_size, 3])
+        out.set_shape([None, None, 3])
+        return out
+
+
+def compile_albumentations(entries, key: str = "data.albumentations", source: str = "config"):
+    """Builds an `Albumentations` from `[{ClassName: {param: value}}, ...]`, or None if empty.
+
+    Raises:
+        ConfigError: not a list of one-key mappings, an unknown class or parameter, a bad value.
+    """
+    if not entries:
+        return None
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"{source}: '{key}' must be a list like [{{HorizontalFlip: {{p: 0.5}}}}]")
+    import inspect
+
+    import albumentations as A
+
+    transforms, names = [], []
+    for i, entry in enumerate(entries):
+        where = f"{source}: '{key}[{i}]'"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(
+                f"{where} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}"
+            )
+        ((name, params),) = entry.items()
+        params = params or {}
+        cls = getattr(A, str(name), None)
+        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+            known = [n for n in dir(A) if isinstance(getattr(A, n), type)]
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown albumentations transform {name!r}{hint}")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: parameters of {name} must be a mapping, got {params!r}")
+        accepted = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        for param in params:
+            if param not in accepted and not takes_any:
+                close = difflib.get_close_matches(str(param), list(accepted), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"{where}: unknown parameter {param!r} for {name}{hint}")
+        try:
+            transforms.append(cls(**params))
+        except Exception as e:  # albumentations raises ValueError/TypeError from pydantic
+            first = " ".join(str(e).split())[:200]
+            raise ConfigError(f"{where}: bad parameters for {name}: {first}") from None
+        names.append(str(name))
+    return Albumentations(A.Compose(transforms), tuple(names))
+
+
+def check_data_config(data, source: str = "config") -> None:
+    """Compiles the augmentation lists of a `DataConfig` so mistakes surface at load time."""
+    compile_augment(data.train_augment, "data.train_augment", source)
+    compile_augment(data.val_augment, "data.val_augment", source)
+    compile_albumentations(data.albumentations, "data.albumentations", source)
+
+
+__all__ = [
+    "TRANSFORMS",
+    "Albumentations",
+    "Augment",
+    "Step",
+    "center_crop",
+    "check_data_config",
+    "color_jitter",
+    "compile_albumentations",
+    "compile_augment",
+    "horizontal_flip",
+    "random_crop",
+    "random_resized_crop",
+    "resize",
+    "rotate90",
+    "vertical_flip",
+]
