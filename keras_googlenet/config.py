@@ -78,7 +78,8 @@ class DataConfig:
     std_rgb: float = 58.0  # divisor after mean subtraction (ImageNet's pixel std, rounded)
     batch_size: int = 128
     batch_size_is: Literal["global", "per_replica"] = "global"
-    shuffle_buffer: int = 10_000
+    shuffle_buffer: int = 10_000  # decoded images shuffled after the cache (cache: true only);
+    # without the cache the whole file list is shuffled each epoch
     cache: bool = False
     deterministic: bool = False  # reproducible order and augmentation (slower)
     seed: int = 42
@@ -337,6 +338,9 @@ def validate(config: Config, source: str) -> Config:
         value = getattr(d, key)
         if value is not None and value < 1:
             bad(f"data.{key}", f"must be at least 1 or null, got {value}")
+    from keras_googlenet.augment import check_data_config  # imports TensorFlow, like model
+
+    check_data_config(d, source)  # unknown transforms or parameters, named by list index
     if o.lr <= 0:
         bad("optimizer.lr", f"must be positive, got {o.lr}")
     if o.weight_decay < 0:
