@@ -1,0 +1,99 @@
+"""Distribution: which `tf.distribute` strategy a run uses, and who is the chief.
+
+`auto`: MirroredStrategy when more than one GPU is visible, the default strategy otherwise.
+`mirrored`: MirroredStrategy over `runtime.devices` (all GPUs when empty).
+`one_device`: OneDeviceStrategy on `runtime.devices[0]` (default: the first GPU, else the CPU).
+`multi_worker`: MultiWorkerMirroredStrategy, cluster and task from the TF_CONFIG variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from keras_googlenet.errors import UserError
+
+
+def make_strategy(runtime) -> tf.distribute.Strategy:
+    """Creates the strategy named by a `RuntimeConfig`.
+
+    Raises:
+        UserError: multi_worker without a usable TF_CONFIG, or a device that does not exist.
+    """
+    name, devices = runtime.strategy, list(runtime.devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        device = devices[0] if devices else ("/gpu:0" if gpus else "/cpu:0")
+        _check_devices([device])
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        _check_devices(devices)
+        return tf.distribute.MirroredStrategy(devices or None)
+    if name == "multi_worker":
+        check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"runtime.strategy: unknown strategy {name!r}")
+
+
+def _check_devices(devices) -> None:
+    known = {d.name.lower() for d in tf.config.list_logical_devices()}
+    for device in devices:
+        spec = tf.DeviceSpec.from_string(device)
+        full = f"/job:localhost/replica:0/task:0/device:{spec.device_type}:{spec.device_index or 0}"
+        if full.lower() not in known:
+            have = ", ".join(
+                sorted(d.name.split("device:")[-1] for d in tf.config.list_logical_devices())
+            )
+            raise UserError(f"runtime.devices: no device {device!r} here (have: {have})")
+
+
+def check_tf_config() -> dict:
+    """The parsed TF_CONFIG; raises `UserError` when it is missing or malformed."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError(
+            "runtime.strategy multi_worker needs the TF_CONFIG environment variable "
+            '({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}})'
+        )
+    try:
+        tf_config = json.loads(raw)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        task["type"], int(task["index"]), cluster[task["type"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"TF_CONFIG is not valid ({type(e).__name__}: {e})") from None
+    return tf_config
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder (always, except non-chief multi-workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """`worker_1` etc. for a multi-worker task, '' otherwise."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return ""
+    return f"{resolver.task_type}_{resolver.task_id}"
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """One line for the log: the strategy's class, replicas and devices."""
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy has no device list
+        devices = ()
+    where = f" on {', '.join(devices)}" if devices else ""
+    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s){where}"
