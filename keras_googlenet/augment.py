@@ -446,7 +446,7 @@ class Albumentations:
 
     def _run(self, image: np.ndarray, seed: np.ndarray) -> np.ndarray:
         with self._lock:
-            self.compose.set_random_seed(int(seed[0] % (2**31)) ^ int(seed[1] % (2**31)))
+            self.compose.set_random_seed((int(seed[0]) * 1_000_003 + int(seed[1])) % (2**31 - 1))
             out = self.compose(image=image)["image"]
         return np.ascontiguousarray(out, dtype=image.dtype)
 

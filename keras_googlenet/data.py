@@ -355,7 +355,8 @@ def _decode_and_augment(contents, seed, augment: Augment, albumentations=None) -
     """Decodes one file and applies the transforms; the first crop decodes only its window.
 
     For a JPEG at least as large as the crop, `decode_and_crop_jpeg` skips the pixels outside
-    the window (the same pixels as decoding the whole image and cutting the window, faster).
+    the window: the same window as decoding the whole image and cutting it, faster, with the
+    same pixels but for chroma rounding (a few levels) along the window's left/top edge.
     """
     if augment.crops_first:
         is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
