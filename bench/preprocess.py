@@ -1,0 +1,155 @@
+"""Preprocessing speed and memory: one worker against all cores, and memory against dataset size.
+
+    python bench/preprocess.py [--images 3000] [--size 256]
+
+The first run generates the input once into bench/.cache/ (JPEGs of 300-1000 px per side, some
+grayscale, like Caltech256's photos); later runs reuse it. Each measurement runs the preprocessor
+in a fresh process and reports images/s and peak resident memory of the main process and of the
+largest worker (getrusage, so a worker's peak is counted even after it exits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from preprocessing.image_dir_preprocessor import default_workers, preprocess  # noqa: E402
+
+CACHE = REPO / "bench" / ".cache"
+CLASSES = 30
+
+
+def _make_image(args) -> None:
+    path, seed = args
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(300, 1001, 2))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    # Smooth shapes plus sensor-like noise: JPEG sizes close to real photos (tens to hundreds
+    # of KB), unlike flat colour (tiny files) or pure noise (huge ones).
+    img = rng.uniform(60, 190, 3) + rng.uniform(-50, 50, 3) * (x / width)[..., None]
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(30, 200)
+        img += rng.uniform(-70, 70, 3) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)[..., None]
+    img += rng.normal(0, 6, img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.uniform() < 0.15:
+        img = img[..., 0]  # grayscale, as a sixth of Caltech256's oddities are
+    Image.fromarray(img).save(path, "JPEG", quality=90)
+
+
+def generate(num_images: int) -> Path:
+    """The cached input folder of `num_images` JPEGs in `CLASSES` class folders."""
+    root = CACHE / f"preprocess_raw_{num_images}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    jobs = []
+    for i in range(num_images):
+        folder = root / f"{i % CLASSES + 1:03d}.class{i % CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((folder / f"{i:05d}.jpg", i))
+    print(f"generating {num_images} JPEGs into {root} (once) ...", flush=True)
+    with multiprocessing.Pool() as pool:
+        pool.map(_make_image, jobs, chunksize=16)
+    done.write_text("ok\n")
+    return root
+
+
+def subset(root: Path, num_images: int) -> Path:
+    """A folder of symbolic links to the first `num_images` files of `root`."""
+    small = CACHE / f"{root.name}_first_{num_images}"
+    if not (small / ".complete").exists():
+        shutil.rmtree(small, ignore_errors=True)
+        files = sorted(root.glob("*/*.jpg"), key=lambda p: p.name)[:num_images]
+        for f in files:
+            (small / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (small / f.parent.name / f.name).symlink_to(f)
+        (small / ".complete").write_text("ok\n")
+    return small
+
+
+def measure_one(input_dir: str, workers: int, size: int) -> dict:
+    """Runs the preprocessor here (call in a fresh process) and returns the numbers."""
+    out = CACHE / f"out_{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    summary = preprocess(input_dir, out, size=size, workers=workers, progress=False)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out)
+    kib = 1024  # Linux reports ru_maxrss in KiB
+    return {
+        "images": summary.written,
+        "seconds": seconds,
+        "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
+        "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib,
+    }
+
+
+def measure(input_dir: Path, workers: int, size: int) -> dict:
+    cmd = [sys.executable, __file__, "--one", str(input_dir), "--workers", str(workers)]
+    cmd += ["--size", str(size)]
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.workers, args.size)))
+        return
+
+    cores = default_workers()
+    root = generate(args.images)
+    print(
+        f"preprocess bench: {args.images} JPEGs, 300-1000 px, ~15% grayscale, {CLASSES} classes "
+        f"-> {args.size}x{args.size}; {cores} cores; load average before: "
+        f"{os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'input':>7} {'workers':>7} {'seconds':>8} {'images/s':>9} {'main MiB':>9} "
+        f"{'worker MiB':>10}"
+    )
+    rows = {}
+    small = subset(root, max(1, args.images // 5))
+    for folder, count, workers in (
+        (root, args.images, 1),
+        (root, args.images, cores),
+        (small, args.images // 5, cores),
+    ):
+        r = measure(folder, workers, args.size)
+        rows[(count, workers)] = r
+        rate = r["images"] / r["seconds"]
+        worker = f"{r['worker_mib']:.0f}" if workers > 1 else "-"
+        print(
+            f"{count:>7} {workers:>7} {r['seconds']:>8.1f} {rate:>9.1f} "
+            f"{r['main_mib']:>9.0f} {worker:>10}",
+            flush=True,
+        )
+    one = rows[(args.images, 1)]
+    many = rows[(args.images, cores)]
+    print(f"speed-up, {cores} workers vs 1: {one['seconds'] / many['seconds']:.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other jobs on the machine slow this)")
+
+
+if __name__ == "__main__":
+    main()
