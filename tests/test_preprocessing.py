@@ -221,6 +221,15 @@ def test_same_seed_same_output_any_worker_count(tmp_path):
     assert len(val_a) == len(val_c) == 3 and val_a != val_c
 
 
+def test_spawned_workers_give_the_same_output(tmp_path, monkeypatch):
+    # In a process that already runs TensorFlow (the demo) workers are spawned, not forked.
+    raw = small_folder(tmp_path / "raw", per_class=3)
+    pre.preprocess(raw, tmp_path / "fork", size=24, workers=2, progress=False)
+    monkeypatch.setattr(pre, "_start_method", lambda: "spawn")
+    pre.preprocess(raw, tmp_path / "spawn", size=24, workers=2, progress=False)
+    assert snapshot(tmp_path / "fork") == snapshot(tmp_path / "spawn")
+
+
 def test_split_of_a_class_does_not_depend_on_other_classes():
     files = {"001.a": [f"001.a/{i}.jpg" for i in range(10)]}
     alone = stratified_split(files, 0.2, seed=3)
