@@ -1,0 +1,346 @@
+"""Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
+
+    python -m keras_googlenet.evaluate --run runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
+
+Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
+validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
+
+    metrics.json          top-1, top-5, loss, mean per-class accuracy, most-confused pairs
+    per_class.csv         id, label, count, correct, accuracy, top5_accuracy
+    confusion.csv         counts, rows = true class, columns = predicted class
+    confusion.png         the row-normalized matrix beside the list of most-confused pairs
+
+Evaluating again overwrites these files (each is written atomically): they are a report of the
+checkpoint, not a result to protect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
+from keras_googlenet.checkpoints import (
+    CHECKPOINT_HELP,
+    float32_inference_model,
+    load_checkpoint,
+    open_run,
+    pick_checkpoint,
+    run_config,
+)
+from keras_googlenet.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+CONFUSED_PAIRS = 25  # how many most-confused pairs the report lists
+_EPSILON = 1e-7  # Keras' clip in cross-entropy, so the loss matches training's val loss
+
+
+def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dict:
+    """Metrics of softmax outputs against integer labels.
+
+    Args:
+        probabilities: float [N, C].
+        labels: int [N].
+        class_names: C names.
+
+    Returns:
+        A dict with `top1`, `top5` (top-min(5, C)), `loss` (mean cross-entropy),
+        `mean_per_class_accuracy`, `confusion` (int [C, C], rows true), `per_class` (rows for
+        per_class.csv) and `most_confused` (pairs, most frequent first).
+    """
+    n, c = probabilities.shape
+    k = min(TOP_K, c)
+    predicted = probabilities.argmax(axis=1)
+    top_k = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    hit1 = predicted == labels
+    hitk = (top_k == labels[:, None]).any(axis=1)
+    p_true = probabilities[np.arange(n), labels]
+    loss = float(-np.log(np.clip(p_true, _EPSILON, 1.0)).mean()) if n else float("nan")
+
+    confusion = np.zeros((c, c), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    counts = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    topk_correct = np.bincount(labels[hitk], minlength=c)
+    per_class = []
+    for i, name in enumerate(class_names):
+        count = int(counts[i])
+        per_class.append(
+            {
+                "id": i,
+                "label": name,
+                "count": count,
+                "correct": int(correct[i]),
+                "accuracy": round(correct[i] / count, 6) if count else "",
+                "top5_accuracy": round(topk_correct[i] / count, 6) if count else "",
+            }
+        )
+    seen = counts > 0
+    return {
+        "num_images": int(n),
+        "num_classes": int(c),
+        "top1": float(hit1.mean()) if n else float("nan"),
+        "top5": float(hitk.mean()) if n else float("nan"),
+        "top_k": k,
+        "loss": loss,
+        "mean_per_class_accuracy": float((correct[seen] / counts[seen]).mean()) if n else 0.0,
+        "confusion": confusion,
+        "per_class": per_class,
+        "most_confused": most_confused(confusion, class_names, CONFUSED_PAIRS),
+    }
+
+
+def most_confused(confusion: np.ndarray, class_names, limit: int) -> list[dict]:
+    """Off-diagonal cells, largest count first (ties: larger share of the true class first)."""
+    counts = confusion.sum(axis=1, keepdims=True)
+    rates = confusion / np.maximum(counts, 1)
+    true_ids, pred_ids = np.nonzero(confusion - np.diag(np.diag(confusion)))
+    cells = sorted(
+        zip(true_ids.tolist(), pred_ids.tolist(), strict=True),
+        key=lambda tp: (-confusion[tp], -rates[tp], tp),
+    )
+    return [
+        {
+            "true_id": t,
+            "true": class_names[t],
+            "predicted_id": p,
+            "predicted": class_names[p],
+            "count": int(confusion[t, p]),
+            "rate": round(float(rates[t, p]), 6),
+        }
+        for t, p in cells[:limit]
+    ]
+
+
+def plot_confusion(confusion: np.ndarray, class_names, pairs: list[dict], title: str) -> bytes:
+    """PNG of the row-normalized confusion matrix with the most-confused pairs beside it.
+
+    With many classes (Caltech256: 256) the names cannot fit on the axes: ticks show class ids
+    every few classes, and the side panel names the pairs that matter.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    c = confusion.shape[0]
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    side = float(np.clip(4 + 0.05 * c, 6, 16))  # inches of matrix: ~6 px per class at 256
+    fig = plt.figure(figsize=(side + 6.5, side + 1), dpi=110)
+    grid = fig.add_gridspec(1, 2, width_ratios=[side, 6.5], wspace=0.05)
+    ax = fig.add_subplot(grid[0])
+    # A square-root scale: the off-diagonal shares are small next to the diagonal.
+    im = ax.imshow(rows, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="none")
+    if c <= 40:
+        ticks = np.arange(c)
+        names = [f"{i} {class_names[i][:18]}" for i in ticks]
+        ax.set_xticks(ticks, labels=[str(i) for i in ticks], fontsize=7)
+        ax.set_yticks(ticks, labels=names, fontsize=7)
+    else:
+        step = math.ceil(c / 32)
+        ticks = np.arange(0, c, step)
+        ax.set_xticks(ticks, labels=[str(i) for i in ticks], fontsize=7, rotation=90)
+        ax.set_yticks(ticks, labels=[str(i) for i in ticks], fontsize=7)
+    ax.set_xlabel("predicted class id")
+    ax.set_ylabel("true class id")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="share of the true class")
+
+    panel = fig.add_subplot(grid[1])
+    panel.axis("off")
+    lines = ["most confused (true -> predicted)", "  count  share", ""]
+    for pair in pairs:
+        lines.append(
+            f"{pair['count']:6d}  {pair['rate']:5.1%}  {pair['true_id']} {pair['true'][:22]}"
+            f" -> {pair['predicted_id']} {pair['predicted'][:22]}"
+        )
+    if not pairs:
+        lines.append("(no confusions)")
+    panel.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, C], labels [N]) over a dataset of (images, {"main": labels})."""
+    from tqdm import tqdm
+
+    probs, labels = [], []
+    for images, y in tqdm(dataset, total=num_batches, desc="evaluate", unit="batch"):
+        probs.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
+        labels.append(np.asarray(y["main"] if isinstance(y, dict) else y).reshape(-1))
+    if not probs:
+        raise UserError("no image could be read from the CSV")
+    labels = np.concatenate(labels).astype(np.int64)
+    return np.concatenate(probs), labels
+
+
+def _csv_rows(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _resolve_csv(csv_arg: str | None, config, info) -> tuple[Path, Path]:
+    """The CSV to evaluate and the folder its images are in."""
+    d = config.data
+    root = Path(info.input_dir)
+    if csv_arg is None:
+        return root / d.valid_csv, root / d.valid_dir  # absolute config paths stay absolute
+    path = Path(csv_arg)
+    if not path.is_file():
+        path = root / csv_arg
+    if not path.is_file():
+        raise UserError(f"{csv_arg}: CSV not found (looked here and in {info.input_dir})")
+    # train.csv's images are in train/, val.csv's in val/: the folder named like the CSV beside
+    # it, if there is one, else data.valid_dir.
+    beside = path.with_suffix("")
+    image_dir = beside if beside.is_dir() else root / d.valid_dir
+    return path, image_dir
+
+
+def evaluate_run(
+    run,
+    *,
+    checkpoint: str = "best",
+    csv_path: str | None = None,
+    images_dir: str | None = None,
+    output: str | None = None,
+    batch_size: int | None = None,
+) -> dict:
+    """Evaluates a checkpoint of a run and writes the report files.
+
+    Args:
+        run: the run folder.
+        checkpoint: `best`, `last` or a `.keras` path.
+        csv_path: a CSV (`image,class`) to evaluate instead of the run's validation CSV.
+        images_dir: the folder of that CSV's images (default: the folder named like the CSV
+            beside it, else `data.valid_dir`).
+        output: where to write the report (default `RUN/eval/<checkpoint>-<csv>/`).
+        batch_size: overrides `data.batch_size`.
+
+    Returns:
+        The metrics written to metrics.json, plus `output` (the report folder).
+    """
+    from keras_googlenet.data import make_val_dataset, read_dataset_info
+
+    started = time.time()
+    run = open_run(run)
+    config = run_config(run)
+    path = pick_checkpoint(run, checkpoint)
+    overrides = {}
+    if batch_size is not None:
+        overrides["data.batch_size"] = batch_size
+    if overrides:
+        config = config.replace(overrides, "evaluate")
+    info = read_dataset_info(config)
+    csv_file, image_dir = _resolve_csv(csv_path, config, info)
+    if images_dir is not None:
+        image_dir = Path(images_dir)
+        if not image_dir.is_dir():
+            raise UserError(f"{images_dir}: image folder not found")
+    # make_val_dataset reads a given CSV's files from data.valid_dir.
+    config = config.replace({"data.valid_dir": str(image_dir.resolve())}, "evaluate")
+
+    model = float32_inference_model(load_checkpoint(path))
+    classes = model.output.shape[-1]
+    if classes != info.num_classes:
+        raise UserError(
+            f"{path}: the model has {classes} classes but {info.input_dir} has {info.num_classes}"
+        )
+    if tuple(model.input.shape[1:3]) != (config.model.input_size,) * 2:
+        raise UserError(
+            f"{path}: the model takes {tuple(model.input.shape[1:3])} images but the run's "
+            f"model.input_size is {config.model.input_size}"
+        )
+    log.info("evaluating %s on %s", path, csv_file)
+    dataset = make_val_dataset(config, info, csv_path=csv_file)
+    n_rows = _count_rows(csv_file)
+    batches = math.ceil(n_rows / config.data.batch_size) if n_rows else None
+    probabilities, labels = predict_dataset(model, dataset, batches)
+    result = summarize(probabilities, labels, info.class_names)
+
+    out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{run.root.name} {path.name} on {csv_file.name}: top-1 {result['top1']:.1%}"
+    confusion = result.pop("confusion")
+    per_class = result.pop("per_class")
+    png = plot_confusion(confusion, info.class_names, result["most_confused"][:40], title)
+    atomic_write_bytes(out / "confusion.png", png)
+    header = ",".join(["true\\predicted", *map(str, range(len(confusion)))])
+    body = "\n".join(f"{i}," + ",".join(map(str, row)) for i, row in enumerate(confusion))
+    atomic_write_text(out / "confusion.csv", f"{header}\n{body}\n")
+    atomic_write_text(out / "per_class.csv", _csv_rows(per_class))
+    metrics = {
+        "run": str(run.root.resolve()),
+        "checkpoint": str(path.resolve()),
+        "csv": str(csv_file.resolve()),
+        "images_dir": str(image_dir.resolve()),
+        "csv_rows": n_rows,
+        **result,
+        "seconds": round(time.time() - started, 2),
+    }
+    if n_rows != result["num_images"]:
+        log.warning(
+            "%s: %d of %d images could not be read and were left out",
+            csv_file,
+            n_rows - result["num_images"],
+            n_rows,
+        )
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return {**metrics, "output": str(out)}
+
+
+def _count_rows(csv_file: Path) -> int:
+    with open(csv_file, newline="", encoding="utf-8") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_googlenet.evaluate",
+        description="Top-1, top-5, loss, per-class accuracy and a confusion matrix of a run.",
+    )
+    parser.add_argument("--run", required=True, help="the training run folder")
+    parser.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
+    parser.add_argument(
+        "--csv", help="CSV (image,class) to evaluate; default: the run's validation CSV"
+    )
+    parser.add_argument("--images", help="folder of the CSV's images (default: see docs)")
+    parser.add_argument("--output", help="report folder (default: RUN/eval/<checkpoint>-<csv>)")
+    parser.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    m = evaluate_run(
+        args.run,
+        checkpoint=args.checkpoint,
+        csv_path=args.csv,
+        images_dir=args.images,
+        output=args.output,
+        batch_size=args.batch_size,
+    )
+    print(
+        f"top-1 {m['top1']:.4f}  top-{m['top_k']} {m['top5']:.4f}  loss {m['loss']:.4f}  "
+        f"mean per-class {m['mean_per_class_accuracy']:.4f}  ({m['num_images']} images)"
+    )
+    print(f"report: {m['output']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
