@@ -438,6 +438,8 @@ def train(
                 exit_code=1,
             )
         rows = cb.read_history(run.history) if chief else []
+        if not chief:
+            shutil.rmtree(own.backup, ignore_errors=True)
         if chief:
             from keras_googlenet.plots import plot_history
 

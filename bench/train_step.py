@@ -1,0 +1,114 @@
+"""Training speed of GoogLeNet under `model.fit`: images/s and peak memory per precision policy.
+
+    .venv/bin/python bench/train_step.py                       # 224 and 112, every policy
+    .venv/bin/python bench/train_step.py --sizes 224 --policies float32 --steps 10
+
+Random uint8 images (batch 32, 256 classes, batch norm and both aux heads on), the compiled
+training model of `keras_googlenet.train` (SGD + Nesterov, weight decay, three losses and their
+metrics). Each (size, policy) runs in its own process, so peak memory (ru_maxrss) is its own;
+the first steps (tracing) are not timed. Goals on 2 CPU cores: float32 at 224 >= 16 images/s;
+mixed_bfloat16 at 224 >= 30 images/s on a CPU with AVX512_BF16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(size: int, policy: str, batch: int, steps: int, warmup: int) -> dict:
+    """Images/s of `steps` training steps after `warmup` untimed ones (in this process)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_googlenet.config import load_config
+    from keras_googlenet.precision import precision_policy
+    from keras_googlenet.train import build_model, compile_model
+
+    cfg = load_config(REPO / "configs" / "caltech256_sgd.yaml", [f"model.input_size={size}"])
+
+    class Info:
+        class_names = tuple(str(i) for i in range(256))
+        mean_rgb = (124.0, 117.0, 104.0)
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, 256, batch).astype("int32")
+    ds = tf.data.Dataset.from_tensors((x, {"main": y, "aux_4a": y, "aux_4d": y})).repeat()
+    with precision_policy(policy):
+        model = compile_model(build_model(cfg, Info()), cfg)
+        model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
+        start = time.perf_counter()
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        seconds = time.perf_counter() - start
+    return {
+        "size": size,
+        "policy": policy,
+        "batch": batch,
+        "steps": steps,
+        "images_per_second": steps * batch / seconds,
+        "seconds_per_step": seconds / steps,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 112])
+    parser.add_argument(
+        "--policies", nargs="+", default=["float32", "mixed_bfloat16", "mixed_float16"]
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "POLICY"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.one:
+        result = measure(int(args.one[0]), args.one[1], args.batch, args.steps, args.warmup)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    print(f"cpu cores: {os.cpu_count()}, batch {args.batch}, {args.steps} timed steps")
+    print(f"{'size':>5} {'policy':<15} {'images/s':>9} {'s/step':>8} {'peak MiB':>9}")
+    for size in args.sizes:
+        for policy in args.policies:
+            cmd = [sys.executable, __file__, "--one", str(size), policy]
+            cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
+            cmd += ["--warmup", str(args.warmup)]
+            try:
+                proc = subprocess.run(
+                    cmd, env=env, capture_output=True, text=True, timeout=args.timeout
+                )
+            except subprocess.TimeoutExpired:
+                print(f"{size:>5} {policy:<15} {'timeout':>9}", flush=True)
+                continue
+            if proc.returncode or "RESULT " not in proc.stdout:
+                print(f"{size:>5} {policy:<15} failed: {proc.stderr.strip()[-300:]}", flush=True)
+                continue
+            r = json.loads(proc.stdout.split("RESULT ", 1)[1])
+            print(
+                f"{size:>5} {policy:<15} {r['images_per_second']:>9.1f} "
+                f"{r['seconds_per_step']:>8.2f} {r['peak_rss_mib']:>9.0f}",
+                flush=True,
+            )
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"largest child peak memory: {children:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Distribution: MirroredStrategy over two logical CPUs matches one device, also with mixed
+precision; MultiWorkerMirroredStrategy with two local worker processes finishes a run.
+
+Each runs in a fresh process: logical devices and a multi-worker cluster must be set up before
+TensorFlow initializes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import write_processed_dataset
+from train_helpers import REPO, tiny_overrides
+
+from keras_googlenet.callbacks import read_history
+from keras_googlenet.run_dir import RunDir
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import keras
+    sys.path.insert(0, "tests")
+    from train_helpers import tiny_config
+    from keras_googlenet.train import build_model, compile_model, train
+
+    data_dir, run_dir = sys.argv[1], sys.argv[2]
+    # No batch norm and no dropout: with them each replica would normalize its half-batch on
+    # its own statistics (and draw its own masks), so the two could not match exactly.
+    cfg = tiny_config(data_dir, **{"model.batch_norm": False, "model.dropout": 0.0,
+                                   "model.aux_dropout": 0.0, "data.batch_size": 8})
+
+    class Info:
+        class_names = ("a", "b", "c")
+        mean_rgb = (120.0, 110.0, 100.0)
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 65, 65, 3)).astype("uint8")
+    y = rng.integers(0, 3, 8).astype("int32")
+    labels = {"main": y, "aux_4a": y, "aux_4d": y}
+    batch = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+
+    keras.utils.set_random_seed(1)
+    single = compile_model(build_model(cfg, Info()), cfg)
+    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with mirrored_strategy.scope():
+        mirrored = compile_model(build_model(cfg, Info()), cfg)
+    mirrored.set_weights(single.get_weights())
+
+    out = {}
+    for name, model in (("single", single), ("mirrored", mirrored)):
+        before = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+        model.fit(batch, epochs=1, verbose=0, shuffle=False)  # one step on the global batch
+        after = model.evaluate(batch, verbose=0, return_dict=True)
+        out[name] = {"before": before, "after": after["loss"], "main": after["main_loss"]}
+    pairs = zip(single.get_weights(), mirrored.get_weights())
+    diffs = [float(np.max(np.abs(a - b))) for a, b in pairs]
+    out["max_weight_diff"] = max(diffs)
+    out["replicas"] = mirrored_strategy.num_replicas_in_sync
+
+    # The whole training path over the two devices, with bfloat16 mixed precision.
+    result = train(
+        tiny_config(data_dir, **{
+            "runtime.strategy": "mirrored", "runtime.devices": "['/cpu:0', '/cpu:1']",
+            "runtime.precision": "mixed_bfloat16", "training.epochs": 1}),
+        run_dir,
+    )
+    out["train"] = {k: result[k] for k in ("strategy", "precision", "global_batch_size")}
+    out["train"]["loss"] = result["metrics"]["loss"]
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def _env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpus_matches_one_device(tmp_path):
+    data = write_processed_dataset(
+        tmp_path / "data", num_classes=3, train_per_class=4, val_per_class=2, size=72
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(data), str(tmp_path / "run")],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["replicas"] == 2
+    single, mirrored = out["single"], out["mirrored"]
+    assert mirrored["before"] == pytest.approx(single["before"], rel=1e-5)
+    # After one step: the same update, so gradients were summed and scaled right (not doubled
+    # or halved, keras-team/keras#19891).
+    assert single["after"] != pytest.approx(single["before"], rel=1e-3)
+    assert mirrored["after"] == pytest.approx(single["after"], rel=1e-4)
+    assert mirrored["main"] == pytest.approx(single["main"], rel=1e-4)
+    assert out["max_weight_diff"] < 1e-4
+
+    assert out["train"]["strategy"] == "MirroredStrategy"
+    assert out["train"]["precision"] == "mixed_bfloat16"
+    assert out["train"]["global_batch_size"] == 4
+    assert math.isfinite(out["train"]["loss"])
+    log = (tmp_path / "run" / "output.log").read_text()
+    assert "MirroredStrategy with 2 replica(s)" in log and "4 global, 2 per replica" in log
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_two_local_processes(tmp_path):
+    data = write_processed_dataset(
+        tmp_path / "data", num_classes=2, train_per_class=4, val_per_class=2, size=72
+    )
+    run = RunDir(tmp_path / "run")
+    args = [
+        sys.executable,
+        "-m",
+        "keras_googlenet.train",
+        "--config",
+        str(REPO / "configs" / "smoke.yaml"),
+    ]
+    args += ["--run-dir", str(run.root)]
+    for value in tiny_overrides(data, **{"runtime.strategy": "multi_worker", "training.epochs": 2}):
+        args += ["--set", value]
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        procs.append(
+            subprocess.Popen(
+                args,
+                cwd=REPO,
+                env={**_env(), "TF_CONFIG": json.dumps(tf_config)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+
+    # The chief (worker 0) wrote the run folder; worker 1 only its own log.
+    assert run.done.exists() and run.best.exists()
+    rows = read_history(run.history)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    chief_log = run.logfile("output.log").read_text()
+    assert "MultiWorkerMirroredStrategy with 2 replica(s)" in chief_log
+    assert "4 global, 2 per replica" in chief_log
+    worker_log = (run.root / "workers" / "worker_1" / "output.log").read_text()
+    assert worker_log.count("epoch 2/2:") == 1

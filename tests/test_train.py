@@ -1,0 +1,223 @@
+"""End-to-end training on a tiny generated dataset: every artifact of the run folder, the
+TensorBoard logs read back by TensorBoard itself, precision policies, and the CLI's answers to a
+finished run, a changed config and a folder that is not a run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+from helpers import write_processed_dataset
+from PIL import Image
+from train_helpers import REPO, tiny_config, tiny_overrides
+
+from keras_googlenet.callbacks import read_history
+from keras_googlenet.errors import run_cli
+from keras_googlenet.precision import choose_policy, cpu_flags
+from keras_googlenet.run_dir import RunDir
+from keras_googlenet.train import main, resolve_run_dir, train
+
+HEADS = ("main", "aux_4a", "aux_4d")
+TRAIN_SCALARS = {
+    "epoch_loss",
+    "epoch_main_loss",
+    "epoch_aux_4a_loss",
+    "epoch_aux_4d_loss",
+    "epoch_main_top1",
+    "epoch_main_top5",
+    "epoch_aux_4a_accuracy",
+    "epoch_aux_4d_accuracy",
+    "epoch_learning_rate",
+    "epoch_images_per_second",
+}
+VAL_SCALARS = {t for t in TRAIN_SCALARS if "learning_rate" not in t and "images" not in t}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished 2-epoch run (shared by the tests that only read it)."""
+    root = tmp_path_factory.mktemp("train")
+    data = write_processed_dataset(
+        root / "data", num_classes=3, train_per_class=4, val_per_class=2, size=72
+    )
+    cfg = tiny_config(data, **{"training.checkpoint_interval": 1})
+    result = train(cfg, root / "run")
+    return cfg, RunDir(root / "run"), result
+
+
+@pytest.mark.slow
+def test_run_writes_every_artifact(finished_run):
+    cfg, run, result = finished_run
+    assert result["status"] == "finished" and result["epochs_run"] == 2
+    assert result["precision"] == "float32" and result["global_batch_size"] == 4
+    for path in (run.config, run.history, run.best, run.last, run.done, run.logfile("output.log")):
+        assert path.is_file(), path
+    assert [p.name for p in run.epoch_checkpoints()] == ["epoch_001.keras", "epoch_002.keras"]
+    assert not run.backup.exists()  # removed once DONE is written
+
+    rows = read_history(run.history)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for key in ("loss", "val_main_top1", "val_main_top5", "aux_4a_accuracy", "val_aux_4d_loss"):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    assert all(r["images_per_second"] > 0 for r in rows)
+    assert result["best_val_main_top1"] == max(r["val_main_top1"] for r in rows)
+
+    log = run.logfile("output.log").read_text()
+    assert "precision: float32" in log and "batch size 4 global, 4 per replica" in log
+    assert log.count("epoch 1/2: loss") == 1 and "val_main_top5" in log and "images/s" in log
+
+    for name in ("loss.png", "accuracy.png", "learning_rate.png"):
+        with Image.open(run.plots / name) as image:
+            assert image.format == "PNG" and image.size[0] > 200
+
+    # Checkpoints: the whole three-output model, loadable without project code.
+    model = keras.models.load_model(run.best, compile=False)
+    assert sorted(model.output_names) == sorted(HEADS)
+    out = model(np.zeros((1, 65, 65, 3), "float32"))
+    assert out["main"].shape == (1, 3)
+    assert keras.config.dtype_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_read_back(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run, _ = finished_run
+    train_acc = EventAccumulator(str(run.tensorboard / "train"), size_guidance={"tensors": 0})
+    train_acc.Reload()
+    assert set(train_acc.PluginTagToContent("scalars")) >= TRAIN_SCALARS
+    assert "augmented_train_images" in train_acc.PluginTagToContent("images")
+    assert train_acc.Tags()["graph"]
+    assert [e.step for e in train_acc.Tensors("epoch_loss")] == [0, 1]
+    grid = train_acc.Tensors("augmented_train_images")[0].tensor_proto
+    assert grid.string_val[:2] == [b"260", b"65"]  # width, height: 4 images of 65 px in a row
+
+    val_acc = EventAccumulator(str(run.tensorboard / "validation"), size_guidance={"tensors": 0})
+    val_acc.Reload()
+    assert set(val_acc.PluginTagToContent("scalars")) >= VAL_SCALARS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_run(finished_run):
+    _, run, _ = finished_run
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run.tensorboard)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tags, deadline = {}, time.monotonic() + 90
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+        while time.monotonic() < deadline and not (tags.get("train") and tags.get("validation")):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    tags = json.load(response)
+            except OSError:
+                pass
+            time.sleep(1)
+        assert set(tags["train"]) >= TRAIN_SCALARS, tags
+        assert set(tags["validation"]) >= VAL_SCALARS, tags
+        query = "run=validation&tag=epoch_main_top1"
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}", timeout=10
+        ) as response:
+            points = json.load(response)
+        assert [p[1] for p in points] == [0, 1]  # (wall time, step, value)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_cli_on_finished_changed_and_foreign_folders(finished_run, tmp_path, capsys):
+    cfg, run, _ = finished_run
+    args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
+    for value in tiny_overrides(cfg.data.input_dir, **{"training.checkpoint_interval": 1}):
+        args += ["--set", value]
+    history = run.history.read_text()
+
+    assert run_cli(main, args) == 0
+    assert "already finished" in capsys.readouterr().err
+    assert run.history.read_text() == history
+
+    assert run_cli(main, [*args, "--set", "optimizer.lr=0.5", "--set", "data.batch_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "optimizer.lr" in err and "data.batch_size" in err
+    assert err.count("\n") == 1  # one line, no traceback
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert run_cli(main, [*args[:2], "--run-dir", str(foreign), *args[4:]]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+    assert resolve_run_dir(cfg, run.root) == run.root
+    assert resolve_run_dir(cfg, run.root, restart=True) == run.root.with_name(f"{run.root.name}-2")
+
+
+def test_missing_input_dir_is_one_line(tmp_path, capsys):
+    code = run_cli(
+        main, ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(tmp_path / "r")]
+    )
+    assert code == 2
+    assert "data.input_dir" in capsys.readouterr().err
+
+
+def test_auto_precision_follows_the_hardware():
+    assert (
+        choose_policy("auto", flags={"avx512f", "avx512_bf16"}, capabilities=[])[0]
+        == "mixed_bfloat16"
+    )
+    assert choose_policy("auto", flags={"amx_tile"}, capabilities=[])[0] == "mixed_bfloat16"
+    assert choose_policy("auto", flags={"avx512f"}, capabilities=[])[0] == "float32"
+    assert choose_policy("auto", capabilities=[(8, 0), (9, 0)])[0] == "mixed_float16"
+    assert choose_policy("auto", capabilities=[(6, 1)])[0] == "float32"
+    here = "mixed_bfloat16" if {"avx512_bf16", "amx_bf16", "amx_tile"} & cpu_flags() else "float32"
+    assert choose_policy("auto", capabilities=[])[0] == here
+    assert choose_policy("mixed_float16")[0] == "mixed_float16"
+
+
+def _random_datasets(num_classes=2, n=8, size=65, batch=4):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, num_classes, n).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, {h: y for h in HEADS})).batch(batch)
+
+    class Info:
+        class_names = tuple(f"c{i}" for i in range(num_classes))
+        mean_rgb = (127.0, 127.0, 127.0)
+        train_size = val_size = n
+
+    return ds, ds, Info()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_with_finite_loss(tmp_path, policy):
+    cfg = tiny_config(tmp_path, **{"runtime.precision": policy, "training.epochs": 1})
+    cfg = cfg.replace({"data.steps_per_epoch": None, "data.input_dir": None})
+    result = train(cfg, tmp_path / "run", datasets=_random_datasets())
+    assert result["precision"] == policy
+    assert math.isfinite(result["metrics"]["loss"]) and math.isfinite(result["metrics"]["val_loss"])
+    assert keras.config.dtype_policy().name == "float32"  # put back after the run
+    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras", compile=False)
+    assert model.get_layer("conv1_7x7_s2").compute_dtype == policy.removeprefix("mixed_")
+    assert model.get_layer("main").compute_dtype == "float32"
