@@ -267,7 +267,7 @@ def preprocess(
     """
     start = time.perf_counter()
     check_options(val_split, size, workers)
-    input_dir, output = Path(input_dir), Path(output_dir)
+    input_dir, output = Path(input_dir).expanduser(), Path(output_dir).expanduser()
     if not input_dir.exists():
         raise UserError(f"input folder {input_dir} does not exist")
     if not input_dir.is_dir():
@@ -324,8 +324,16 @@ def preprocess(
             message = f"class folder {folder.name} has no readable image: left out"
         log.warning(message)
         warnings.append(message)
+    skipped = list(found.skipped)
+    skipped += [(found.candidates[i][0], r, d) for i, (r, d) in sorted(failures.items())]
+    skipped.sort()
+    # Written now (it names no image), so a run that stops just below still says why.
+    _write_csv(output / "skipped.csv", ("file", "reason", "detail"), skipped)
     if len(kept) < 2:
-        raise UserError(f"fewer than two classes in {input_dir} have readable images")
+        raise UserError(
+            f"fewer than two classes in {input_dir} have readable images "
+            f"(see {output / 'skipped.csv'})"
+        )
     class_id = {c: new for new, c in enumerate(kept)}
     rel_of = {i: found.candidates[i][0] for c in kept for i in by_class[c]}
     train_rel, _ = stratified_split(
@@ -346,10 +354,6 @@ def preprocess(
     train_idx = [i for c in kept for i in by_class[c] if rel_of[i] in train_rel]
     mean = sums[train_idx].sum(axis=0) / (len(train_idx) * size * size)
     mean_rgb = {k: float(v) for k, v in zip("RGB", mean, strict=True)}
-    skipped = list(found.skipped)
-    skipped += [(found.candidates[i][0], r, d) for i, (r, d) in sorted(failures.items())]
-    skipped.sort()
-    _write_csv(output / "skipped.csv", ("file", "reason", "detail"), skipped)
     _write_csv(
         output / "sources.csv",
         ("image", "split", "class", "source"),

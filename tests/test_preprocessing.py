@@ -279,6 +279,16 @@ def test_classes_with_too_few_images(tmp_path, caplog):
     assert summary.found == summary.written + sum(summary.skipped.values()) == 15
 
 
+def test_fewer_than_two_readable_classes_is_an_error(tmp_path):
+    raw = small_folder(tmp_path / "raw", classes=("001.a",), per_class=3)
+    (raw / "002.b").mkdir()
+    (raw / "002.b" / "x.jpg").write_text("not an image")
+    with pytest.raises(UserError, match="fewer than two classes.*skipped.csv"):
+        pre.preprocess(raw, tmp_path / "out", size=24, workers=1, progress=False)
+    assert read_csv(tmp_path / "out/skipped.csv")[0]["file"] == "002.b/x.jpg"
+    assert not (tmp_path / "out/train.csv").exists()
+
+
 def test_include_clutter_and_no_center_crop(tmp_path):
     raw = small_folder(tmp_path / "raw", classes=("001.a", "002.b", "257.clutter"))
     summary = pre.preprocess(
