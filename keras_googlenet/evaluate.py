@@ -136,8 +136,8 @@ def plot_confusion(confusion: np.ndarray, class_names, pairs: list[dict], title:
 
     c = confusion.shape[0]
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    side = float(np.clip(4 + 0.05 * c, 6, 16))  # inches of matrix: ~6 px per class at 256
-    fig = plt.figure(figsize=(side + 6.5, side + 1), dpi=110)
+    side = float(np.clip(4 + 0.055 * c, 6, 18))  # inches of matrix: ~8 px per class at 256
+    fig = plt.figure(figsize=(side + 6.5, side + 1), dpi=120)
     grid = fig.add_gridspec(1, 2, width_ratios=[side, 6.5], wspace=0.05)
     ax = fig.add_subplot(grid[0])
     # A square-root scale: the off-diagonal shares are small next to the diagonal.
