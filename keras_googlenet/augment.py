@@ -22,6 +22,7 @@ that runs after the TensorFlow transforms, through `tf.numpy_function` (see `Alb
 from __future__ import annotations
 
 import difflib
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,27 +170,50 @@ def _factor(seed, amount):
     return tf.random.stateless_uniform([], seed, max(0.0, 1.0 - amount), 1.0 + amount)
 
 
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as tf.image.rgb_to_grayscale
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
 def color_jitter(image, seed, *, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
     """Random brightness, contrast, saturation and hue, in that fixed order (torchvision's ranges).
 
-    brightness/contrast/saturation `a` draw a factor in [max(0, 1 - a), 1 + a]; hue `h` shifts
-    the hue by a fraction in [-h, h] of the colour wheel (h <= 0.5). Zero leaves that part out.
+    brightness/contrast/saturation `a` draw a factor in [max(0, 1 - a), 1 + a]; hue `h` rotates
+    the hue by a random fraction in [-h, h] of the colour wheel (h <= 0.5). Zero leaves that
+    part out.
+
+    Every step is affine in RGB (brightness scales; contrast blends with the mean gray level;
+    saturation blends with each pixel's gray level; hue rotates the chroma plane of YIQ), so
+    the four compose into one 3x3 matrix and offset applied in a single pass, clipped once at
+    the end; several times cheaper than converting to HSV. Unlike torchvision, intermediate
+    results are not clipped to 0..255.
     """
     dtype = image.dtype
-    x = tf.cast(image, tf.float32) / 255.0
+    x = tf.cast(image, tf.float32)
     seeds = tf.random.experimental.stateless_split(seed, 4)
+    gray = tf.constant(_GRAY, tf.float32)
+    m = tf.eye(3)  # the colour transform so far: x' = m @ x + b per pixel
+    b = tf.zeros([3])
     if brightness:
-        x = tf.clip_by_value(x * _factor(seeds[0], brightness), 0.0, 1.0)
+        f = _factor(seeds[0], brightness)
+        m, b = f * m, f * b
     if contrast:
-        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x))
-        x = tf.clip_by_value((x - mean) * _factor(seeds[1], contrast) + mean, 0.0, 1.0)
+        f = _factor(seeds[1], contrast)
+        mean_rgb = tf.linalg.matvec(m, tf.reduce_mean(x, axis=[0, 1])) + b
+        mean_gray = tf.tensordot(gray, mean_rgb, 1)
+        m, b = f * m, f * b + (1.0 - f) * mean_gray
     if saturation:
-        gray = tf.image.rgb_to_grayscale(x)
-        x = tf.clip_by_value(gray + (x - gray) * _factor(seeds[2], saturation), 0.0, 1.0)
+        f = _factor(seeds[2], saturation)
+        s = f * tf.eye(3) + (1.0 - f) * tf.ones([3, 1]) * gray[None, :]
+        m, b = s @ m, tf.linalg.matvec(s, b)
     if hue:
-        delta = tf.random.stateless_uniform([], seeds[3], -hue, hue)
-        x = tf.image.adjust_hue(x, delta)
-    return _restore_dtype(x * 255.0, dtype)
+        angle = 2.0 * math.pi * tf.random.stateless_uniform([], seeds[3], -hue, hue)
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        rotation = tf.stack([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+        yiq = tf.constant(_YIQ, tf.float32)
+        h = tf.constant(np.linalg.inv(_YIQ), tf.float32) @ rotation @ yiq
+        m, b = h @ m, tf.linalg.matvec(h, b)
+    out = tf.tensordot(x, tf.transpose(m), 1) + b
+    return _restore_dtype(out, dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -351,8 +351,12 @@ def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def _decode_and_augment(contents, seed, augment: Augment, albumentations=None) -> tf.Tensor:
-    """Decodes one file and applies the transforms; the first crop decodes only its window.
+def _decode_and_augment(
+    contents, seed, augment: Augment, albumentations=None, stop: int | None = None
+) -> tf.Tensor:
+    """Decodes one file and applies transforms `0..stop-1` (all if None), then albumentations.
+
+    The first transform, if a crop, decodes only its window.
 
     For a JPEG at least as large as the crop, `decode_and_crop_jpeg` skips the pixels outside
     the window: the same window as decoding the whole image and cutting it, faster, with the
@@ -376,9 +380,9 @@ def _decode_and_augment(contents, seed, augment: Augment, albumentations=None) -
 
         image = tf.cond(is_jpeg, window_only, whole)
         image.set_shape([None, None, 3])
-        image = augment(image, seed, start=1)
+        image = augment(image, seed, start=1, stop=stop)
     else:
-        image = augment(decode_rgb(contents), seed)
+        image = augment(decode_rgb(contents), seed, stop=stop)
     if albumentations is not None:
         image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
     return image
@@ -518,7 +522,8 @@ def make_train_dataset(
             if albumentations is not None:
                 image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
         else:
-            image = _decode_and_augment(tf.io.read_file(source), seed, augment, albumentations)
+            contents = tf.io.read_file(source)
+            image = _decode_and_augment(contents, seed, augment, albumentations)
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
