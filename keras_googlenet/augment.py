@@ -145,25 +145,43 @@ def random_resized_crop(image, seed, *, size: int, scale=(0.08, 1.0), ratio=(3 /
     return _resize(_cut(image, window), size, size)
 
 
-def horizontal_flip(image, seed=None):
+# Flips and rotations take `active` (a boolean tensor: the entry's `p` draw) instead of running
+# under tf.cond: a cond in a tf.data map function is a function call per image, costlier than
+# the flip itself. Reversing along a dynamic, possibly empty, list of axes is branch-free.
+
+
+def _reverse(image, flags):
+    """Reverses the axes (0: rows, 1: columns) whose flag is true."""
+    return tf.reverse(image, tf.boolean_mask(tf.constant([0, 1]), tf.stack(flags)))
+
+
+def horizontal_flip(image, seed=None, active=True):
     """Mirror left-right (the probability is the entry's `p`)."""
     del seed
-    return tf.reverse(image, axis=[1])
+    return _reverse(image, [tf.constant(False), tf.convert_to_tensor(active)])
 
 
-def vertical_flip(image, seed=None):
+def vertical_flip(image, seed=None, active=True):
     """Mirror top-bottom (the probability is the entry's `p`)."""
     del seed
-    return tf.reverse(image, axis=[0])
+    return _reverse(image, [tf.convert_to_tensor(active), tf.constant(False)])
 
 
-def rotate90(image, seed):
-    """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3} (like albumentations' RandomRotate90).
+def rotate90(image, seed, active=True):
+    """Rotate by k * 90 degrees counter-clockwise, k uniform in {0, 1, 2, 3} (like
+    albumentations' RandomRotate90; the same result as `tf.image.rot90(image, k)`).
 
     Non-square images swap height and width for odd k.
     """
     k = tf.random.stateless_uniform([], seed, 0, 4, dtype=tf.int32)
-    return tf.image.rot90(image, k)
+    k = tf.where(tf.convert_to_tensor(active), k, 0)
+    # rot90 by k = transpose (k odd), then reverse rows (k = 1, 2) and columns (k = 2, 3).
+    perm = tf.where(k % 2 == 1, tf.constant([1, 0, 2]), tf.constant([0, 1, 2]))
+    square = image.shape[0] is not None and image.shape[0] == image.shape[1]
+    out = _reverse(tf.transpose(image, perm), [(k == 1) | (k == 2), (k == 2) | (k == 3)])
+    if square:
+        out.set_shape(image.shape)
+    return out
 
 
 def _factor(seed, amount):
@@ -260,6 +278,7 @@ class _Kind:
     sets_size: bool = False  # output is size x size: p must be 1 (else batch shapes differ)
     window: Callable | None = None  # crop window from the shape, for decoding only the window
     random: bool = True  # uses its seed beyond the `p` draw
+    gated: bool = False  # takes the `p` draw as `active` (branch-free) instead of a tf.cond
 
 
 TRANSFORMS: dict[str, _Kind] = {
@@ -290,9 +309,9 @@ TRANSFORMS: dict[str, _Kind] = {
         sets_size=True,
         window=random_resized_crop_window,
     ),
-    "horizontal_flip": _Kind(horizontal_flip, {}, default_p=0.5, random=False),
-    "vertical_flip": _Kind(vertical_flip, {}, default_p=0.5, random=False),
-    "rotate90": _Kind(rotate90, {}),
+    "horizontal_flip": _Kind(horizontal_flip, {}, default_p=0.5, random=False, gated=True),
+    "vertical_flip": _Kind(vertical_flip, {}, default_p=0.5, random=False, gated=True),
+    "rotate90": _Kind(rotate90, {}, gated=True),
     "color_jitter": _Kind(
         color_jitter,
         {
@@ -317,8 +336,8 @@ class Step:
     def kind(self) -> _Kind:
         return TRANSFORMS[self.name]
 
-    def apply(self, image, seed):
-        return self.kind.fn(image, seed, **dict(self.params))
+    def apply(self, image, seed, **kwargs):
+        return self.kind.fn(image, seed, **dict(self.params), **kwargs)
 
     def window(self, shape, seed):
         return self.kind.window(shape, seed, **dict(self.params))
@@ -400,6 +419,8 @@ class Augment:
         if step.p >= 1:
             return step.apply(image, seeds[2 * i + 1])
         draw = tf.random.stateless_uniform([], seeds[2 * i]) < step.p
+        if step.kind.gated:
+            return step.apply(image, seeds[2 * i + 1], active=draw)
         return tf.cond(draw, lambda: step.apply(image, seeds[2 * i + 1]), lambda: image)
 
     def __call__(self, image, seed, start: int = 0, stop: int | None = None):
