@@ -116,10 +116,12 @@ def check_options(val_split: float, size: int, workers: int | None, names=None) 
 
 def _clear_previous(output: Path) -> None:
     """Removes what a run of ours writes (nothing else) from `output`."""
-    for name in ("train", "val", STAGING_DIR):
-        shutil.rmtree(output / name, ignore_errors=True)
-    for name in (*TABLES, MARKER):
-        (output / name).unlink(missing_ok=True)
+    for name in ("train", "val", STAGING_DIR, *TABLES, MARKER):
+        path = output / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # a failure here stops the run: stale images must not mix in
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def prepare_output(input_dir: Path, output: Path, overwrite: bool) -> str | None:
