@@ -194,22 +194,24 @@ def _start_method() -> str:
 def _run_tasks(tasks, size, center_crop, workers, progress):
     """Yields `process_one` results, in parallel when `workers` > 1."""
     work = functools.partial(process_one, size=size, center_crop=center_crop)
-    bar = tqdm(total=len(tasks), unit="img", desc="preprocess", disable=not progress)
-    try:
-        if workers == 1:
+
+    def bar():
+        return tqdm(total=len(tasks), unit="img", desc="preprocess", disable=not progress)
+
+    if workers == 1:
+        with bar() as shown:
             for task in tasks:
                 yield work(task)
-                bar.update()
-            return
-        ctx = multiprocessing.get_context(_start_method())
-        # Chunks amortise the inter-process traffic; small enough to keep the bar moving.
-        chunksize = max(1, min(64, len(tasks) // (workers * 16)))
-        with ctx.Pool(workers, initializer=_ignore_sigint) as pool:
-            for result in pool.imap_unordered(work, tasks, chunksize=chunksize):
-                yield result
-                bar.update()
-    finally:
-        bar.close()
+                shown.update()
+        return
+    ctx = multiprocessing.get_context(_start_method())
+    # Chunks amortise the inter-process traffic; small enough to keep the bar moving.
+    chunksize = max(1, min(64, len(tasks) // (workers * 16)))
+    # The pool first: forking before tqdm starts its monitor thread forks a single thread.
+    with ctx.Pool(workers, initializer=_ignore_sigint) as pool, bar() as shown:
+        for result in pool.imap_unordered(work, tasks, chunksize=chunksize):
+            yield result
+            shown.update()
 
 
 def default_workers() -> int:
