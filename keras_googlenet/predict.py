@@ -64,8 +64,10 @@ def load_export(path: Path) -> Predictor:
     except (OSError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: cannot load the SavedModel ({first})") from None
+    # The restored function references the variables weakly: the closure keeps `loaded` (and so
+    # the variables) alive as long as the predictor.
     return Predictor(
-        serve_images=loaded.serve_images,
+        serve_images=lambda images: loaded.serve_images(images),
         class_names=class_names,
         resize_size=int(prep["resize_size"]),
         crop_square=bool(prep["crop_square"]),
