@@ -26,6 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # 20000x20000 PNG is refused instead of taking 1.2 GB per worker.
 MAX_DECODE_PIXELS = 120_000_000
 
+ORIENTATION = 0x0112  # the EXIF tag
+
 # Reason codes written to skipped.csv (the `reason` column).
 EMPTY = "empty file"
 NOT_IMAGE = "not an image"
@@ -83,6 +85,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def _upright(im: Image.Image) -> Image.Image:
     """Applies the EXIF orientation; a broken EXIF block leaves the image as stored."""
     try:
+        if im.getexif().get(ORIENTATION, 1) == 1:
+            return im  # upright already; exif_transpose would copy the pixels for nothing
         return ImageOps.exif_transpose(im)
     except Exception:  # bad metadata must not cost a good image
         return im
