@@ -431,7 +431,13 @@ class Augment:
         return image
 
     def first_window(self, shape, seed):
-        """The crop window of the first transform (see `crops_first`) for this image shape."""
+        """The crop window of the first transform (see `crops_first`) for this image shape.
+
+        Meaningful only where `fits_window(shape)`; elsewhere a placeholder (never an error).
+        """
+        params = dict(self.steps[0].params)
+        if "size" in params and self.steps[0].name != "random_resized_crop":
+            shape = tf.maximum(shape[:2], params["size"])
         return self.steps[0].window(shape, self._seeds(seed)[1])
 
     def finish_first(self, window_pixels):

@@ -165,8 +165,14 @@ def test_window_decode_equals_whole_decode(shared_processed_dataset):
     """The JPEG window decode gives the pixels of decoding everything and cropping."""
     cfg = config(shared_processed_dataset)
     info = data.read_dataset_info(cfg)
-    augment = data.compile_augment(cfg.data.train_augment)
-    for i, path in enumerate(info.train_files[:4]):
+    # windows under half the image: decoded alone (80x80 files)
+    crops = [
+        {"name": "random_crop", "size": 40},
+        {"name": "random_resized_crop", "size": 32, "scale": [0.1, 0.4]},
+        {"name": "center_crop", "size": 72},  # 81%: decoded whole, cut
+    ]
+    for i, (crop, path) in enumerate(zip(crops * 2, info.train_files[:6], strict=True)):
+        augment = data.compile_augment([crop, {"name": "horizontal_flip"}])
         contents = tf.io.read_file(path)
         s = tf.constant([i, 3], tf.int64)
         fused = data._decode_and_augment(contents, s, augment)
@@ -174,6 +180,14 @@ def test_window_decode_equals_whole_decode(shared_processed_dataset):
         diff = np.abs(fused.numpy().astype(int) - whole.numpy().astype(int))
         # libjpeg upsamples the chroma at the window's edge from fewer neighbours
         assert diff.max() <= 4 and (diff == 0).mean() > 0.98
+
+
+def test_jpeg_smaller_than_the_crop_is_upscaled(tmp_path):
+    path = tmp_path / "small.jpg"
+    Image.fromarray(np.full((50, 60, 3), 128, np.uint8)).save(path)
+    augment = data.compile_augment([{"name": "random_crop", "size": 72}])
+    out = data._decode_and_augment(tf.io.read_file(str(path)), tf.constant([1, 2]), augment)
+    assert out.shape == (72, 72, 3)
 
 
 # ---------------------------------------------------------------------------------------------
