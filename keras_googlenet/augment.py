@@ -45,8 +45,19 @@ def _restore_dtype(image: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
 
 
 def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
-    """Bilinear resize (antialiased when shrinking) keeping the input's dtype."""
-    out = tf.image.resize(image, tf.stack([height, width]), antialias=True)
+    """Bilinear resize keeping the input's dtype, antialiased only when shrinking.
+
+    The antialiased kernel costs ~3x plain bilinear and changes nothing when enlarging (the
+    usual case for random_resized_crop's windows).
+    """
+    size = tf.stack([height, width])
+    shape = tf.shape(image)
+    shrinks = tf.logical_or(shape[0] > size[0], shape[1] > size[1])
+    out = tf.cond(
+        shrinks,
+        lambda: tf.image.resize(image, size, antialias=True),
+        lambda: tf.image.resize(image, size),
+    )
     return _restore_dtype(out, image.dtype)
 
 
