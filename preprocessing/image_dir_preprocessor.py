@@ -428,16 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-split", type=float, help="validation fraction (default 0.2)")
     parser.add_argument("--size", type=int, help="output side in pixels (default 256)")
     parser.add_argument(
-        "--no-center-crop",
-        dest="center_crop",
-        action="store_const",
-        const=False,
-        help="stretch the whole image to the square instead of cropping its centre",
+        "--center-crop",
+        action=argparse.BooleanOptionalAction,
+        help="crop the centred square before resizing (default); --no-center-crop stretches "
+        "the whole image to the square",
     )
     parser.add_argument(
         "--include-clutter",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         help="use 257.clutter as a class (left out by default)",
     )
     parser.add_argument("--seed", type=int, help="split and file-name seed (default 42)")

@@ -449,14 +449,16 @@ def test_ctrl_c_stops_cleanly(slow_folder, tmp_path):
 
 
 def test_cli_config_values_and_flags_win(tmp_path):
-    raw = small_folder(tmp_path / "raw", per_class=4)
+    raw = small_folder(tmp_path / "raw", classes=("001.a", "002.b", "003.c", "257.clutter"))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        f"preprocess:\n  size: 20\n  val_split: 0.5\n  source_dir: {raw}\n"
-        f"data:\n  input_dir: {tmp_path / 'out'}\n"
+        f"preprocess:\n  size: 20\n  val_split: 0.5\n  include_clutter: true\n"
+        f"  source_dir: {raw}\ndata:\n  input_dir: {tmp_path / 'out'}\n"
     )
-    assert pre.main(["--config", str(recipe), "--size", "28", "--no-progress"]) == 0
-    assert len(read_csv(tmp_path / "out/val.csv")) == 6  # val_split 0.5 from the file
+    argv = ["--config", str(recipe), "--size", "28", "--no-include-clutter", "--no-progress"]
+    assert pre.main(argv) == 0
+    assert len(read_csv(tmp_path / "out/categories.csv")) == 3  # the flag won
+    assert len(read_csv(tmp_path / "out/val.csv")) == 9  # val_split 0.5 from the file
     name = read_csv(tmp_path / "out/train.csv")[0]["image"]
     with Image.open(tmp_path / "out/train" / name) as im:
         assert im.size == (28, 28)  # the flag won
