@@ -355,18 +355,38 @@ def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
 _WINDOW_DECODE_BELOW = 0.5
 
 
-def _decode_and_augment(
-    contents, seed, augment: Augment, albumentations=None, stop: int | None = None
-) -> tf.Tensor:
-    """Decodes one file and applies transforms `0..stop-1` (all if None), then albumentations.
+def _window_decode_pays(augment: Augment, sample_path: str) -> bool:
+    """Whether decoding only the first crop's window is worth its extra steps (reading the
+    JPEG header, conditionals), judged once from one file: processed folders hold one size.
 
-    The first transform, if a crop of less than half the image, decodes only its window.
-
-    For a JPEG at least as large as the crop, `decode_and_crop_jpeg` skips the pixels outside
-    the window: the same window as decoding the whole image and cutting it, faster, with the
-    same pixels but for chroma rounding (a few levels) along the window's left/top edge.
+    Measured (bench/pipeline.py, `always_window`): cropping 224 out of 256 (77% of the area)
+    the window decode is slower than decoding everything; it pays off for small windows
+    (random_resized_crop, large source images).
     """
-    if augment.crops_first:
+    if not augment.crops_first:
+        return False
+    step = augment.steps[0]
+    if step.name == "random_resized_crop":
+        return True
+    try:
+        h, w, _ = tf.io.extract_jpeg_shape(tf.io.read_file(sample_path)).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        return False  # not a JPEG
+    size = dict(step.params)["size"]
+    return size * size < _WINDOW_DECODE_BELOW * h * w
+
+
+def _decode_and_augment(
+    contents, seed, augment: Augment, albumentations=None, window_decode: bool = True
+) -> tf.Tensor:
+    """Decodes one file and applies the transforms, then albumentations.
+
+    With `window_decode`, a first crop of under half a JPEG's area decodes only its window:
+    `decode_and_crop_jpeg` skips the pixels outside it, giving the same window as decoding the
+    whole image and cutting it, with the same pixels but for chroma rounding (a few levels)
+    along the window's left/top edge.
+    """
+    if window_decode and augment.crops_first:
         is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
 
         def whole():
@@ -381,18 +401,15 @@ def _decode_and_augment(
                 pixels = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
                 return augment.finish_first(pixels)
 
-            # Measured (bench/pipeline.py): cropping 224 out of 256 (77% of the area) the
-            # window decode is ~8% slower than decoding everything; it pays off for small
-            # windows (random_resized_crop, large source images).
             area = tf.cast(window[2] * window[3], tf.float32)
             small = area < _WINDOW_DECODE_BELOW * tf.cast(shape[0] * shape[1], tf.float32)
             return tf.cond(augment.fits_window(shape) & small, cropped, whole)
 
         image = tf.cond(is_jpeg, window_only, whole)
         image.set_shape([None, None, 3])
-        image = augment(image, seed, start=1, stop=stop)
+        image = augment(image, seed, start=1)
     else:
-        image = augment(decode_rgb(contents), seed, stop=stop)
+        image = augment(decode_rgb(contents), seed)
     if albumentations is not None:
         image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
     return image
@@ -525,6 +542,8 @@ def make_train_dataset(
     seeds = tf.data.Dataset.random(seed=aug_seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((files, seeds))
 
+    window = _window_decode_pays(augment, info.train_files[0])
+
     def load(item, seed):
         source, label = item
         if d.cache:
@@ -533,7 +552,7 @@ def make_train_dataset(
                 image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
         else:
             contents = tf.io.read_file(source)
-            image = _decode_and_augment(contents, seed, augment, albumentations)
+            image = _decode_and_augment(contents, seed, augment, albumentations, window)
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -582,9 +601,10 @@ def make_val_dataset(
         image_dir = _resolve(info.input_dir, d.valid_dir)
         paths, labels = _read_split(cfg, Path(csv_path), image_dir, info.num_classes, [])
     fixed_seed = tf.constant([0, 0], tf.int64)  # val transforms are deterministic anyway
+    window = _window_decode_pays(augment, paths[0])
 
     def load(path, label):
-        image = _decode_and_augment(tf.io.read_file(path), fixed_seed, augment)
+        image = _decode_and_augment(tf.io.read_file(path), fixed_seed, augment, None, window)
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32)))
