@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -104,32 +105,43 @@ class KillAtStep(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _tmp_twin(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(f".{path.stem}.tmp{path.suffix}")
-
-
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that writes to a temporary name and renames it, so a kill during the
-    save leaves the previous checkpoint intact. `every` keeps only every N-th epoch."""
+    save leaves the previous checkpoint intact.
 
-    def __init__(self, filepath, *, every: int = 1, **kwargs):
+    Args:
+        filepath: as ModelCheckpoint (a `.keras` path, may hold `{epoch:03d}`).
+        every: save only every N-th epoch.
+        source: a checkpoint already saved at this epoch's end (`last.keras`): linked (or
+            copied) instead of saving the same model again.
+        **kwargs: ModelCheckpoint's (`monitor`, `mode`, `save_best_only`,
+            `initial_value_threshold`).
+    """
+
+    def __init__(self, filepath, *, every: int = 1, source=None, **kwargs):
         super().__init__(str(filepath), **kwargs)
         self.every = every
+        self.source = Path(source) if source else None
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
             super().on_epoch_end(epoch, logs)
 
-    def _get_file_path(self, epoch, batch, logs):
-        self._target = Path(super()._get_file_path(epoch, batch, logs))
-        return str(_tmp_twin(self._target))
-
     def _save_model(self, epoch, batch, logs):
-        super()._save_model(epoch, batch, logs)
-        tmp = _tmp_twin(self._target)
-        if tmp.exists():
-            os.replace(tmp, self._target)
+        target = Path(self._get_file_path(epoch, batch, logs))
+        if not self._should_save_model(epoch, batch, logs, str(target)):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+        tmp.unlink(missing_ok=True)
+        if self.source is not None and self.source.is_file():
+            try:
+                os.link(self.source, tmp)  # same bytes; a later save of `source` replaces it
+            except OSError:
+                shutil.copyfile(self.source, tmp)
+        else:
+            self.model.save(tmp, overwrite=True)
+        os.replace(tmp, target)
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):

@@ -23,6 +23,11 @@ def make_strategy(runtime) -> tf.distribute.Strategy:
         UserError: multi_worker without a usable TF_CONFIG, or a device that does not exist.
     """
     name, devices = runtime.strategy, list(runtime.devices)
+    if name == "multi_worker":
+        # First, before anything initializes TensorFlow (listing devices does): the cluster's
+        # collective ops can only be configured at start-up.
+        check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -35,21 +40,20 @@ def make_strategy(runtime) -> tf.distribute.Strategy:
     if name == "mirrored":
         _check_devices(devices)
         return tf.distribute.MirroredStrategy(devices or None)
-    if name == "multi_worker":
-        check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"runtime.strategy: unknown strategy {name!r}")
 
 
 def _check_devices(devices) -> None:
-    known = {d.name.lower() for d in tf.config.list_logical_devices()}
+    known = {d.name.split("device:")[-1].upper() for d in tf.config.list_logical_devices()}
     for device in devices:
-        spec = tf.DeviceSpec.from_string(device)
-        full = f"/job:localhost/replica:0/task:0/device:{spec.device_type}:{spec.device_index or 0}"
-        if full.lower() not in known:
-            have = ", ".join(
-                sorted(d.name.split("device:")[-1] for d in tf.config.list_logical_devices())
-            )
+        try:
+            spec = tf.DeviceSpec.from_string(device)
+        except ValueError:
+            spec = None
+        if spec is None or not spec.device_type:
+            raise UserError(f"runtime.devices: {device!r} is not a device name (e.g. '/gpu:0')")
+        if f"{spec.device_type}:{spec.device_index or 0}".upper() not in known:
+            have = ", ".join(sorted(known))
             raise UserError(f"runtime.devices: no device {device!r} here (have: {have})")
 
 

@@ -277,12 +277,18 @@ def _callbacks(cfg, run: RunDir, own: RunDir, *, chief, initial_epoch, best, glo
     if chief:
         monitor = dict(monitor=schedules.MONITOR, mode="max")
         callbacks += [
+            cb.AtomicModelCheckpoint(run.last),  # first: the two below link to it
             cb.AtomicModelCheckpoint(
-                run.best, save_best_only=True, initial_value_threshold=best, **monitor
+                run.best,
+                source=run.last,
+                save_best_only=True,
+                initial_value_threshold=best,
+                **monitor,
             ),
-            cb.AtomicModelCheckpoint(run.last),
             cb.AtomicModelCheckpoint(
-                run.checkpoints / "epoch_{epoch:03d}.keras", every=t.checkpoint_interval
+                run.checkpoints / "epoch_{epoch:03d}.keras",
+                source=run.last,
+                every=t.checkpoint_interval,
             ),
             keras.callbacks.CSVLogger(str(run.history), append=True),
             cb.RunTensorBoard(run.tensorboard),
@@ -389,6 +395,10 @@ def train(
                 # Built now, in the scope, so the backup can restore the optimizer's state.
                 model.optimizer.build(model.trainable_variables)
             log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
+            if log.isEnabledFor(logging.DEBUG):
+                from keras_googlenet.model import format_summary
+
+                log.debug("layer output sizes:\n%s", format_summary(model))
 
             best = None
             if chief:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import math
 
+import keras
+import numpy as np
 import pytest
 from helpers import write_processed_dataset
 from train_helpers import REPO, run_train_cli, scalar_steps, tiny_overrides
 
-from keras_googlenet.callbacks import read_history
+from keras_googlenet.callbacks import (
+    ResumableBackup,
+    purge_events,
+    read_backup_state,
+    read_history,
+    truncate_history,
+)
 from keras_googlenet.run_dir import RunDir
 from keras_googlenet.train import KILL_ENV
 
@@ -95,3 +103,79 @@ def test_kill_twice_mid_epoch_then_resume(tmp_path):
     assert again.returncode == 0
     assert "already finished" in again.stderr
     assert run.history.read_text() == before
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtStep(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.step:
+            raise _Crash
+
+
+def _tiny_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return model
+
+
+def test_backup_every_n_steps_restores_weights_and_optimizer(tmp_path):
+    x, y = np.ones((10, 3), "float32"), np.zeros((10, 2), "float32")
+    backup = tmp_path / "backup"
+    model = _tiny_model()
+    with pytest.raises(_Crash):
+        model.fit(
+            x,
+            y,
+            batch_size=2,
+            epochs=3,
+            verbose=0,
+            callbacks=[ResumableBackup(backup, save_freq=2), _CrashAtStep(7)],
+        )
+    # Epoch 1 (5 steps) finished and was backed up; epoch 2 was backed up after its 2nd step
+    # (step 7, just before the crash): epoch count 1, one weights file.
+    state = read_backup_state(backup)
+    assert state == {"epoch": 1, "step": 7, "weights": "backup_000000007.weights.h5"}
+    assert [p.name for p in backup.glob("*.weights.h5")] == [state["weights"]]
+    saved = [w.copy() for w in model.get_weights()]
+
+    fresh = _tiny_model()
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: seen.append((epoch, int(fresh.optimizer.iterations)))
+    )
+    restore = ResumableBackup(backup, save_freq=2)
+    restore.set_model(fresh)
+    restore.on_train_begin()  # what fit does first
+    assert int(fresh.optimizer.iterations) == 7
+    for a, b in zip(fresh.get_weights(), saved, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    history = fresh.fit(x, y, batch_size=2, epochs=3, verbose=0, callbacks=[restore, probe])
+    # The interrupted epoch 2 is rerun from its start (as Keras does), then epoch 3.
+    assert [e for e, _ in seen] == [1, 2] and len(history.history["loss"]) == 2
+    assert read_backup_state(backup)["epoch"] == 3
+
+
+def test_truncate_history_and_purge_events(tmp_path):
+    import tensorflow as tf
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.1\n3,1.")  # row 3 cut short by a kill
+    assert truncate_history(history, 2) == 2
+    assert history.read_text() == "epoch,loss\n0,1.5\n1,1.2\n"
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb" / "train"))
+    with writer.as_default():
+        for step in range(4):
+            tf.summary.scalar("epoch_loss", 1.0 / (step + 1), step=step)
+    writer.close()
+    assert purge_events(tmp_path / "tb", 2) == 2
+    assert scalar_steps(tmp_path / "tb") == {"train/epoch_loss": [0, 1]}
+    assert purge_events(tmp_path / "tb", 0) == 1  # from scratch: the files go
+    assert scalar_steps(tmp_path / "tb") == {}
