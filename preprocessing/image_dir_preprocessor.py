@@ -279,10 +279,12 @@ def preprocess(
     found = scan_input(input_dir, include_clutter)
     if len(found.classes) < 2:
         what = "no class folders" if not found.classes else "only one class folder"
-        raise UserError(
-            f"{what} in {input_dir} (expected {input_dir}/NNN.label/*.jpg or "
-            f"{input_dir}/label/*.jpg, at least two classes)"
-        )
+        hint = f"expected {input_dir}/NNN.label/*.jpg or {input_dir}/label/*.jpg, two or more"
+        if len(found.classes) == 1:
+            inner = input_dir / found.classes[0].name
+            if sum(p.is_dir() for p in inner.iterdir()) >= 2:  # one level too high
+                hint = f"did you mean --input {inner}?"
+        raise UserError(f"{what} in {input_dir} ({hint})")
     labels = Counter(c.label for c in found.classes)
     if duplicate := next((lab for lab, n in labels.items() if n > 1), None):
         folders = [c.name for c in found.classes if c.label == duplicate]

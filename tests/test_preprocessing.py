@@ -289,6 +289,13 @@ def test_fewer_than_two_readable_classes_is_an_error(tmp_path):
     assert not (tmp_path / "out/train.csv").exists()
 
 
+def test_input_one_level_too_high_gets_a_hint(tmp_path):
+    small_folder(tmp_path / "download" / "256_ObjectCategories", per_class=1)
+    with pytest.raises(UserError, match="did you mean --input .*256_ObjectCategories"):
+        pre.preprocess(tmp_path / "download", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_include_clutter_and_no_center_crop(tmp_path):
     raw = small_folder(tmp_path / "raw", classes=("001.a", "002.b", "257.clutter"))
     summary = pre.preprocess(
