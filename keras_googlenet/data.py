@@ -515,7 +515,9 @@ def make_train_dataset(
     """
     d = cfg.data
     augment = compile_augment(d.train_augment, "data.train_augment")
-    albumentations = compile_albumentations(d.albumentations, "data.albumentations")
+    albumentations = compile_albumentations(
+        d.albumentations, "data.albumentations", reseed=d.deterministic
+    )
     _check_output_size(augment, albumentations, cfg, "data.train_augment")
     if albumentations is not None:
         _check_albumentations_output(cfg, info, augment, albumentations)
