@@ -219,3 +219,9 @@ def test_albumentations_in_dataset_map(image):
     assert len({o.tobytes() for o in outs}) > 1
     # the same seed gives the same output, eagerly too
     np.testing.assert_array_equal(alb(image, seeds[2], output_size=32), outs[2])
+
+
+def test_albumentations_without_reseeding_still_varies(image):
+    alb = aug.compile_albumentations([{"HorizontalFlip": {"p": 0.5}}], reseed=False)
+    outs = {alb(image, seed(0)).numpy().tobytes() for _ in range(16)}
+    assert len(outs) == 2  # flipped or not, whatever the (ignored) seed
