@@ -7,6 +7,8 @@ validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or 
 
     metrics.json          top-1, top-5, loss, mean per-class accuracy, most-confused pairs
     per_class.csv         id, label, count, correct, accuracy, top5_accuracy
+    predictions.csv       per image: file, class, predicted class, its probability, the true
+                          class's probability (sort it to find the worst mistakes)
     confusion.csv         counts, rows = true class, columns = predicted class
     confusion.png         the row-normalized matrix beside the list of most-confused pairs
 
@@ -36,6 +38,7 @@ from keras_googlenet.checkpoints import (
     pick_checkpoint,
     run_config,
 )
+from keras_googlenet.config import require
 from keras_googlenet.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
@@ -196,22 +199,41 @@ def _csv_rows(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _resolve_csv(csv_arg: str | None, config, info) -> tuple[Path, Path]:
+def _resolve_csv(csv_arg: str | None, config) -> tuple[Path, Path]:
     """The CSV to evaluate and the folder its images are in."""
     d = config.data
-    root = Path(info.input_dir)
+    root = Path(config.data.input_dir).expanduser()
     if csv_arg is None:
         return root / d.valid_csv, root / d.valid_dir  # absolute config paths stay absolute
     path = Path(csv_arg)
     if not path.is_file():
         path = root / csv_arg
     if not path.is_file():
-        raise UserError(f"{csv_arg}: CSV not found (looked here and in {info.input_dir})")
+        raise UserError(f"{csv_arg}: CSV not found (looked here and in {root})")
     # train.csv's images are in train/, val.csv's in val/: the folder named like the CSV beside
     # it, if there is one, else data.valid_dir.
     beside = path.with_suffix("")
     image_dir = beside if beside.is_dir() else root / d.valid_dir
     return path, image_dir
+
+
+def _prediction_rows(files, labels, probabilities, class_names) -> list[dict]:
+    """One row per image: what it is, what the model said, how sure it was."""
+    rows = []
+    for file, label, p in zip(files, labels, probabilities, strict=True):
+        predicted = int(p.argmax())
+        rows.append(
+            {
+                "image": Path(file).name,
+                "class": int(label),
+                "label": class_names[label],
+                "predicted": predicted,
+                "predicted_label": class_names[predicted],
+                "probability": float(f"{p[predicted]:.6g}"),
+                "true_probability": float(f"{p[label]:.6g}"),
+            }
+        )
+    return rows
 
 
 def evaluate_run(
@@ -243,19 +265,22 @@ def evaluate_run(
     run = open_run(run)
     config = run_config(run)
     path = pick_checkpoint(run, checkpoint)
-    overrides = {}
-    if batch_size is not None:
-        overrides["data.batch_size"] = batch_size
-    if overrides:
-        config = config.replace(overrides, "evaluate")
-    info = read_dataset_info(config)
-    csv_file, image_dir = _resolve_csv(csv_path, config, info)
+    require(config, "data.input_dir")
+    csv_file, image_dir = _resolve_csv(csv_path, config)
     if images_dir is not None:
         image_dir = Path(images_dir)
         if not image_dir.is_dir():
             raise UserError(f"{images_dir}: image folder not found")
-    # make_val_dataset reads a given CSV's files from data.valid_dir.
-    config = config.replace({"data.valid_dir": str(image_dir.resolve())}, "evaluate")
+    # The CSV to evaluate takes the validation CSV's place, so the dataset check lists its files
+    # (in order, bad ones left out) and the validation pipeline reads them.
+    overrides = {
+        "data.valid_csv": str(csv_file.resolve()),
+        "data.valid_dir": str(image_dir.resolve()),
+    }
+    if batch_size is not None:
+        overrides["data.batch_size"] = batch_size
+    config = config.replace(overrides, "evaluate")
+    info = read_dataset_info(config)
 
     model = float32_inference_model(load_checkpoint(path))
     classes = model.output.shape[-1]
@@ -269,11 +294,14 @@ def evaluate_run(
             f"model.input_size is {config.model.input_size}"
         )
     log.info("evaluating %s on %s", path, csv_file)
-    dataset = make_val_dataset(config, info, csv_path=csv_file)
+    dataset = make_val_dataset(config, info)
     n_rows = _count_rows(csv_file)
-    batches = math.ceil(n_rows / config.data.batch_size) if n_rows else None
+    batches = math.ceil(info.val_size / config.data.batch_size)
     probabilities, labels = predict_dataset(model, dataset, batches)
     result = summarize(probabilities, labels, info.class_names)
+    # Files that passed the dataset check but failed to decode are dropped by the pipeline;
+    # then the rows can no longer be matched to file names.
+    aligned = len(labels) == len(info.val_files) and list(labels) == list(info.val_labels)
 
     out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}"
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +314,11 @@ def evaluate_run(
     body = "\n".join(f"{i}," + ",".join(map(str, row)) for i, row in enumerate(confusion))
     atomic_write_text(out / "confusion.csv", f"{header}\n{body}\n")
     atomic_write_text(out / "per_class.csv", _csv_rows(per_class))
+    if aligned:
+        rows = _prediction_rows(info.val_files, labels, probabilities, info.class_names)
+        atomic_write_text(out / "predictions.csv", _csv_rows(rows))
+    else:
+        log.warning("some images failed to decode: predictions.csv is not written")
     metrics = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),

@@ -37,6 +37,8 @@ class Predictor:
     resize_size: int
     crop_square: bool
     source: str
+    # The loaded SavedModel: its functions hold only weak references to its variables.
+    keep_alive: object = None
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """float32 [B, C] for a uint8 [B, H, W, 3] batch."""
@@ -72,6 +74,7 @@ def load_export(path: Path) -> Predictor:
         resize_size=int(prep["resize_size"]),
         crop_square=bool(prep["crop_square"]),
         source=str(path),
+        keep_alive=loaded,
     )
 
 

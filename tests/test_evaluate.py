@@ -40,12 +40,12 @@ def _assert_matches_pillow_path(run, checkpoint, csv_name, folder, metrics, conf
     """The report agrees with predictions made without the pipeline.
 
     The validation pipeline decodes only the JPEG crop window, whose pixels differ from Pillow's
-    by a few levels: the loss agrees to 1%, and each image's class wherever the top two
+    by a few levels: the loss agrees to 5%, and each image's class wherever the top two
     probabilities are not within 0.02 of each other.
     """
     probs, labels = _pillow_predictions(run, checkpoint, csv_name, folder)
     p_true = probs[np.arange(len(labels)), labels]
-    assert metrics["loss"] == pytest.approx(float(-np.log(p_true).mean()), rel=0.01)
+    assert metrics["loss"] == pytest.approx(float(-np.log(p_true).mean()), rel=0.05)
     top2 = np.sort(probs, axis=1)[:, -2:]
     close = int((top2[:, 1] - top2[:, 0] < 0.02).sum())
     independent = np.zeros_like(confusion)
@@ -84,6 +84,24 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
     png = Image.open(out / "confusion.png")
     assert png.format == "PNG" and png.size[0] > 600
 
+    # The run was killed mid-epoch 2 and resumed; best.keras is the checkpoint of the epoch with
+    # the best validation top-1 in history.csv, and evaluation reproduces that top-1.
+    from keras_googlenet.callbacks import read_history
+
+    rows = read_history(run / "history.csv")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    best_top1 = max(r["val_main_top1"] for r in rows)
+    assert metrics["top1"] == pytest.approx(best_top1, abs=1e-6)
+    # (Not the loss: Keras 3.15 logs per-output losses of a multi-output model that are not the
+    # per-image mean, e.g. half of it for a single validation batch.)
+
+    with open(out / "predictions.csv") as f:
+        predictions = list(csv.DictReader(f))
+    with open(Path(metrics["csv"])) as f:
+        listed = [(r["image"], r["class"]) for r in csv.DictReader(f)]
+    assert [(r["image"], r["class"]) for r in predictions] == listed  # CSV order, aligned
+    assert sum(r["predicted"] == r["class"] for r in predictions) == correct
+
 
 @pytest.mark.slow
 def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
@@ -97,6 +115,19 @@ def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
     assert metrics["num_images"] == 24
     confusion = np.loadtxt(out / "confusion.csv", delimiter=",", skiprows=1, dtype=int)[:, 1:]
     assert confusion.sum(axis=1).tolist() == [8, 8, 8]
+    # last.keras is the resumed epoch 2's model: the same validation numbers as its history row.
+    assert (
+        run_cli(
+            evaluate_main,
+            ["--run", str(tiny_run), "--checkpoint", "last", "--output", str(tmp_path / "val")],
+        )
+        == 0
+    )
+    on_val = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    from keras_googlenet.callbacks import read_history
+
+    last = read_history(tiny_run / "history.csv")[-1]
+    assert on_val["top1"] == pytest.approx(last["val_main_top1"], abs=1e-6)
     _assert_matches_pillow_path(tiny_run, "last.keras", "train.csv", "train", metrics, confusion)
     assert not (tiny_run / "eval").exists()
 

@@ -1,13 +1,15 @@
 """A tiny trained run folder shared by the evaluate, export and predict tests.
 
-Built once per test session (the three test modules import the fixture; the run is cached here
-so it is trained only once): 3 classes of 80x80 JPEGs, 72x72 input, a few SGD steps, saved in
-the `RunDir` layout with best.keras, last.keras and epoch_NNN.keras.
+Built once per test session (the three test modules wrap `get_tiny_run` in a fixture; the run is
+cached here so it is trained only once): 3 classes of 80x80 JPEGs, 72x72 input, 2 epochs of 2
+SGD steps by `keras_googlenet.train`, interrupted and resumed.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import write_processed_dataset
@@ -16,50 +18,50 @@ REPO = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Path] = {}
 
 
+OVERRIDES = {
+    "data.batch_size": 8,
+    "data.steps_per_epoch": 2,
+    "data.validation_steps": None,  # the whole validation CSV: 12 images
+    "training.epochs": 2,
+    "training.checkpoint_interval": 1,
+    "training.seed": 0,
+}
+KILL_AT_STEP = 3  # the middle of epoch 2: epoch 1 is finished and backed up
+
+
 def tiny_config(dataset: Path, **overrides):
-    """configs/smoke.yaml on `dataset`: 72x72 input from 80x80 images, batch 8."""
+    """configs/smoke.yaml on `dataset`: 72x72 input from 80x80 images, batch 8, 2x2 steps."""
     from keras_googlenet.config import load_config
 
-    return load_config(
-        REPO / "configs" / "smoke.yaml",
-        {"data.input_dir": str(dataset), "training.seed": 0, **overrides},
-    )
+    values = {"data.input_dir": str(dataset), **OVERRIDES, **overrides}
+    return load_config(REPO / "configs" / "smoke.yaml", values)
 
 
 def _build_run(root: Path) -> Path:
-    import keras
-
-    from keras_googlenet.config import save_config
-    from keras_googlenet.data import make_train_dataset, read_dataset_info
-    from keras_googlenet.model import build_googlenet
+    """Trains with the real CLI, kills it mid-epoch 2 (SIGKILL, like a power cut), then resumes
+    it in this process with `train()`: every test of evaluate/export/predict runs on a resumed
+    run."""
     from keras_googlenet.run_dir import RunDir
+    from keras_googlenet.train import KILL_ENV, train
 
     dataset = write_processed_dataset(root / "data", num_classes=3, size=80)
-    config = tiny_config(dataset)
-    info = read_dataset_info(config)
-    keras.utils.set_random_seed(0)
-    model = build_googlenet(
-        info.num_classes,
-        (config.model.input_size, config.model.input_size, 3),
-        mean_rgb=info.mean_rgb,
-        std_rgb=config.data.std_rgb,
-    )
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss={h: "sparse_categorical_crossentropy" for h in model.output_names},
-        loss_weights={"main": 1.0, "aux_4a": 0.3, "aux_4d": 0.3},
-        run_eagerly=True,  # on 2 busy cores tracing the train step takes longer than 3 steps
-    )
     run = RunDir(root / "run")
-    run.checkpoints.mkdir(parents=True)
-    save_config(config, run.config)
-    train = make_train_dataset(config, info)
-    model.fit(train, epochs=1, steps_per_epoch=2, verbose=0)
-    model.save(run.epoch_checkpoint(1))
-    shutil.copy(run.epoch_checkpoint(1), run.best)
-    model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)
-    model.save(run.epoch_checkpoint(2))
-    shutil.copy(run.epoch_checkpoint(2), run.last)
+    args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
+    for key, value in {"data.input_dir": str(dataset), **OVERRIDES}.items():
+        args += ["--set", f"{key}={'null' if value is None else value}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_ENV: str(KILL_AT_STEP)}
+    killed = subprocess.run(
+        [sys.executable, "-m", "keras_googlenet.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not run.done.exists() and run.best.exists()
+    result = train(tiny_config(dataset), run.root)
+    assert result["status"] == "finished" and result["initial_epoch"] == 1, result
     return run.root
 
 
