@@ -15,15 +15,14 @@ from. The output has the input's dtype: uint8 in, uint8 out (results of resizing
 changes are rounded and clipped to 0..255); the pipeline ships raw pixels and the model
 normalizes them.
 
-`data.albumentations` (e.g. `[{HorizontalFlip: {p: 0.5}}]`) is compiled into an `A.Compose`
-that runs after the TensorFlow transforms, through `tf.numpy_function` (see `Albumentations`).
+`data.albumentations` (e.g. `[{HorizontalFlip: {p: 0.5}}]`) runs after these transforms; see
+`keras_googlenet.albumentations_ops`.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -486,102 +485,10 @@ def compile_augment(entries, key: str = "data.train_augment", source: str = "con
     return Augment(tuple(_parse_step(e, f"{key}[{i}]", source) for i, e in enumerate(entries)))
 
 
-# --------------------------------------------------------------------------------------------
-# albumentations, run inside the tf.data pipeline through tf.numpy_function.
-
-
-class Albumentations:
-    """An `A.Compose` built from `data.albumentations`, callable on an image tensor and a seed.
-
-    albumentations keeps its random state in the Compose object. With `reseed` (reproducible
-    runs) the Compose is re-seeded from the element's seed for each call, under a lock, so a
-    given seed gives a given result; re-seeding costs ~100 us a call, so without `reseed` the
-    Compose draws from its own generator and the seed is ignored.
-    """
-
-    def __init__(self, compose, names: tuple[str, ...], reseed: bool = True):
-        self.compose = compose
-        self.names = names
-        self.reseed = reseed
-        self._lock = threading.Lock()
-
-    def __repr__(self):
-        return f"Albumentations({list(self.names)})"
-
-    def _run(self, image: np.ndarray, seed: np.ndarray) -> np.ndarray:
-        if self.reseed:
-            with self._lock:
-                self.compose.set_random_seed(
-                    (int(seed[0]) * 1_000_003 + int(seed[1])) % (2**31 - 1)
-                )
-                out = self.compose(image=image)["image"]
-        else:
-            out = self.compose(image=image)["image"]
-        return np.ascontiguousarray(out, dtype=image.dtype)
-
-    def __call__(self, image, seed, output_size: int | None = None):
-        """Runs the Compose on one HxWx3 image; `output_size` sets the static shape."""
-        out = tf.numpy_function(self._run, [image, seed], image.dtype, stateful=False)
-        if output_size is not None:
-            return tf.ensure_shape(out, [output_size, output_size, 3])
-        out.set_shape([None, None, 3])
-        return out
-
-
-def compile_albumentations(
-    entries, key: str = "data.albumentations", source: str = "config", *, reseed: bool = True
-):
-    """Builds an `Albumentations` from `[{ClassName: {param: value}}, ...]`, or None if empty.
-
-    `reseed`: the same seed gives the same output (see `Albumentations`); the pipeline sets it
-    from `data.deterministic`.
-
-    Raises:
-        ConfigError: not a list of one-key mappings, an unknown class or parameter, a bad value.
-    """
-    if not entries:
-        return None
-    if not isinstance(entries, (list, tuple)):
-        raise ConfigError(f"{source}: '{key}' must be a list like [{{HorizontalFlip: {{p: 0.5}}}}]")
-    import inspect
-
-    import albumentations as A
-
-    transforms, names = [], []
-    for i, entry in enumerate(entries):
-        where = f"{source}: '{key}[{i}]'"
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(
-                f"{where} must be a one-key mapping like {{HorizontalFlip: {{p: 0.5}}}}"
-            )
-        ((name, params),) = entry.items()
-        params = params or {}
-        cls = getattr(A, str(name), None)
-        if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
-            known = [n for n in dir(A) if isinstance(getattr(A, n), type)]
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: unknown albumentations transform {name!r}{hint}")
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where}: parameters of {name} must be a mapping, got {params!r}")
-        accepted = inspect.signature(cls.__init__).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        for param in params:
-            if param not in accepted and not takes_any:
-                close = difflib.get_close_matches(str(param), list(accepted), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{where}: unknown parameter {param!r} for {name}{hint}")
-        try:
-            transforms.append(cls(**params))
-        except Exception as e:  # albumentations raises ValueError/TypeError from pydantic
-            first = " ".join(str(e).split())[:200]
-            raise ConfigError(f"{where}: bad parameters for {name}: {first}") from None
-        names.append(str(name))
-    return Albumentations(A.Compose(transforms), tuple(names), reseed=reseed)
-
-
 def check_data_config(data, source: str = "config") -> None:
     """Compiles the augmentation lists of a `DataConfig` so mistakes surface at load time."""
+    from keras_googlenet.albumentations_ops import compile_albumentations
+
     compile_augment(data.train_augment, "data.train_augment", source)
     compile_augment(data.val_augment, "data.val_augment", source)
     compile_albumentations(data.albumentations, "data.albumentations", source)
@@ -589,13 +496,11 @@ def check_data_config(data, source: str = "config") -> None:
 
 __all__ = [
     "TRANSFORMS",
-    "Albumentations",
     "Augment",
     "Step",
     "center_crop",
     "check_data_config",
     "color_jitter",
-    "compile_albumentations",
     "compile_augment",
     "horizontal_flip",
     "random_crop",

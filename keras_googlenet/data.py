@@ -30,7 +30,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_googlenet.augment import Augment, compile_albumentations, compile_augment
+from keras_googlenet.albumentations_ops import compile_albumentations
+from keras_googlenet.augment import Augment, compile_augment
 from keras_googlenet.config import Config, ConfigError, require
 from keras_googlenet.errors import UserError
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_googlenet import albumentations_ops as alb_ops
 from keras_googlenet import augment as aug
 from keras_googlenet.config import ConfigError, load_config
 
@@ -201,15 +202,15 @@ def test_config_file_errors_at_load_time(tmp_path):
 )
 def test_albumentations_errors(entries, message):
     with pytest.raises(ConfigError) as e:
-        aug.compile_albumentations(entries, "data.albumentations")
+        alb_ops.compile_albumentations(entries, "data.albumentations")
     assert "'data.albumentations[0]'" in str(e.value) and message in str(e.value)
 
 
 def test_albumentations_in_dataset_map(image):
-    alb = aug.compile_albumentations(
+    alb = alb_ops.compile_albumentations(
         [{"RandomCrop": {"height": 32, "width": 32}}, {"HorizontalFlip": {"p": 0.5}}]
     )
-    assert aug.compile_albumentations([]) is None
+    assert alb_ops.compile_albumentations([]) is None
     seeds = tf.constant([[i, 1] for i in range(6)], tf.int64)
     ds = tf.data.Dataset.from_tensor_slices(seeds).map(
         lambda s: alb(image, s, output_size=32), num_parallel_calls=2
@@ -222,6 +223,6 @@ def test_albumentations_in_dataset_map(image):
 
 
 def test_albumentations_without_reseeding_still_varies(image):
-    alb = aug.compile_albumentations([{"HorizontalFlip": {"p": 0.5}}], reseed=False)
+    alb = alb_ops.compile_albumentations([{"HorizontalFlip": {"p": 0.5}}], reseed=False)
     outs = {alb(image, seed(0)).numpy().tobytes() for _ in range(16)}
     assert len(outs) == 2  # flipped or not, whatever the (ignored) seed
