@@ -80,6 +80,7 @@ def export_model(model, spec, output, *, overwrite: bool = False, metadata: dict
     """
     import keras
     import tensorflow as tf
+    from absl import logging as absl_logging
 
     from keras_googlenet.serving import OUTPUT_KEYS, make_serving_functions
 
@@ -94,7 +95,16 @@ def export_model(model, spec, output, *, overwrite: bool = False, metadata: dict
         endpoints = make_serving_functions(model, spec)
         for name, (fn, signature) in endpoints.items():
             archive.add_endpoint(name, fn, input_signature=signature)
-        archive.write_out(str(tmp), verbose=False)
+        # TensorFlow logs (through absl) a line per endpoint about renamed resource inputs and
+        # one about assets: noise to a user.
+        verbosity, tf_level = absl_logging.get_verbosity(), tf.get_logger().level
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        tf.get_logger().setLevel(logging.ERROR)
+        try:
+            archive.write_out(str(tmp), verbose=False)
+        finally:
+            absl_logging.set_verbosity(verbosity)
+            tf.get_logger().setLevel(tf_level)
         model.save(tmp / "model.keras")
         (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in spec.class_names))
         info = {
