@@ -240,10 +240,10 @@ def run_state(run: RunDir, cfg: Config) -> str:
 
 
 def _datasets(cfg: Config, strategy, datasets):
-    """(train data, val data, info, one batch of training images or None) for `fit`."""
+    """(train data, val data, info, a function giving one local training batch) for `fit`."""
     if datasets is not None:
         train_ds, val_ds, info = datasets
-        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1)))[0])
+        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1))))
     from keras_googlenet import data
 
     info = data.read_dataset_info(cfg)
@@ -253,13 +253,13 @@ def _datasets(cfg: Config, strategy, datasets):
     val_data = data.distribute_for_fit(
         strategy, lambda ctx: data.make_val_dataset(cfg, info, input_context=ctx)
     )
-    return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info)))[0])
+    return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info))))
 
 
 def _grid_images(sample_fn):
     import numpy as np
 
-    images = np.asarray(sample_fn())
+    images = np.asarray(sample_fn()[0])
     if images.dtype != np.uint8 and images.size and images.max() <= 1.0:
         images = images * 255.0  # a pipeline that ships [0, 1] pixels
     return images
@@ -332,10 +332,18 @@ def train(
     Raises:
         UserError: bad data, a folder started with another config, a loss that became NaN.
     """
+    import tensorflow as tf
+
     from keras_googlenet import data
     from keras_googlenet.logs import run_logging
     from keras_googlenet.precision import choose_policy, precision_policy
-    from keras_googlenet.strategy import describe, is_chief, make_strategy, task_name
+    from keras_googlenet.strategy import (
+        describe,
+        is_chief,
+        make_strategy,
+        patch_keras_for_multi_worker,
+        task_name,
+    )
 
     if datasets is None:
         require(cfg, "data.input_dir")
@@ -394,6 +402,8 @@ def train(
                 model = compile_model(build_model(cfg, info), cfg)
                 # Built now, in the scope, so the backup can restore the optimizer's state.
                 model.optimizer.build(model.trainable_variables)
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                patch_keras_for_multi_worker(model, sample_fn())
             log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
             if log.isEnabledFor(logging.DEBUG):
                 from keras_googlenet.model import format_summary
@@ -467,7 +477,7 @@ def train(
         "metrics": rows[-1] if rows else {},
         "best_val_main_top1": cb.best_so_far(rows),
         "precision": policy,
-        "strategy": type(strategy).__name__,
+        "strategy": describe(strategy).split(" with ")[0],
         "global_batch_size": global_batch,
     }
 

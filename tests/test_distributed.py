@@ -56,7 +56,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     # No batch norm and no dropout: with them each replica would normalize its half-batch on
     # its own statistics (and draw its own masks), so the two could not match exactly.
     cfg = tiny_config(data_dir, **{"model.batch_norm": False, "model.dropout": 0.0,
-                                   "model.aux_dropout": 0.0, "data.batch_size": 8})
+                                   "model.aux_dropout": 0.0, "data.batch_size": 8,
+                                   "optimizer.lr": 0.1})
 
     class Info:
         class_names = ("a", "b", "c")
@@ -96,8 +97,10 @@ def _env():
 
 @pytest.mark.slow
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
+    # 12 validation images: whole batches for both replicas. With 6, the last step gives one
+    # replica an empty batch, which mixed_bfloat16 batch norm on this CPU rejects (open issue).
     data = write_processed_dataset(
-        tmp_path / "data", num_classes=3, train_per_class=4, val_per_class=2, size=72
+        tmp_path / "data", num_classes=3, train_per_class=4, val_per_class=4, size=72
     )
 
     def run(part):
@@ -116,11 +119,13 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     assert out["replicas"] == 2
     single, mirrored = out["single"], out["mirrored"]
     assert mirrored["before"] == pytest.approx(single["before"], rel=1e-5)
-    # After one step: the same update, so gradients were summed and scaled right (not doubled
-    # or halved, keras-team/keras#19891).
-    assert single["after"] != pytest.approx(single["before"], rel=1e-3)
-    assert mirrored["after"] == pytest.approx(single["after"], rel=1e-4)
-    assert mirrored["main"] == pytest.approx(single["main"], rel=1e-4)
+    # One step changed the loss by the same amount: the gradients were averaged over the
+    # global batch, not summed or halved (keras-team/keras#19891).
+    change = single["before"] - single["after"]
+    assert abs(change) > 1e-3
+    assert mirrored["before"] - mirrored["after"] == pytest.approx(change, rel=1e-2)
+    assert mirrored["after"] == pytest.approx(single["after"], abs=1e-5)
+    assert mirrored["main"] == pytest.approx(single["main"], abs=1e-5)
     assert out["max_weight_diff"] < 1e-4
 
     trained = run("train")

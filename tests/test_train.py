@@ -221,3 +221,35 @@ def test_mixed_float16_step_has_finite_loss(tmp_path):
     assert all(math.isfinite(v[0]) for v in history.history.values())
     assert int(model.optimizer.iterations) == 1
     assert keras.config.dtype_policy().name == "float32"  # put back after the block
+
+
+def test_label_smoothing_loss_matches_keras_on_one_hot():
+    from keras_googlenet.train import SparseCategoricalCrossentropyWithSmoothing
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=6).astype("float32")
+    labels = rng.integers(0, 4, 6)
+    ours = SparseCategoricalCrossentropyWithSmoothing(0.1)(labels, probs)
+    reference = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(
+        np.eye(4, dtype="float32")[labels], probs
+    )
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probs)
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    assert float(ours) != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_weight_decay_skips_batch_norm_and_biases():
+    from keras_googlenet.config import OptimizerConfig
+    from keras_googlenet.train import make_optimizer
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Dense(2)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, x)
+    opt = make_optimizer(OptimizerConfig(name="sgd", weight_decay=2e-4))
+    opt.build(model.trainable_variables)
+    decayed = sorted(v.name for v in model.trainable_variables if opt._use_weight_decay(v))
+    assert decayed == ["kernel", "kernel"]  # conv and dense kernels; not gamma, beta, bias
+    assert opt.nesterov and opt.momentum == pytest.approx(0.9)
+    assert isinstance(make_optimizer(OptimizerConfig(name="adam", lr=1e-3)), keras.optimizers.Adam)
