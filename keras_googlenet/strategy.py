@@ -101,14 +101,14 @@ def describe(strategy: tf.distribute.Strategy) -> str:
         devices = ()
     where = f" on {', '.join(devices)}" if devices else ""
     # TensorFlow's class names differ from the public ones (MultiWorkerMirroredStrategy is a
-    # _CollectiveAllReduceStrategyExperimental); name the public API.
-    for public in (
-        tf.distribute.MultiWorkerMirroredStrategy,
-        tf.distribute.MirroredStrategy,
-        tf.distribute.OneDeviceStrategy,
+    # CollectiveAllReduceStrategy); name the public API.
+    for public, public_name in (
+        (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+        (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+        (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"),
     ):
         if isinstance(strategy, public):
-            name = public.__name__
+            name = public_name
             break
     else:
         name = "default strategy"
