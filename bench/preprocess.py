@@ -6,6 +6,11 @@ The first run generates the input once into bench/.cache/ (JPEGs of 300-1000 px 
 grayscale, like Caltech256's photos); later runs reuse it. Each measurement runs the preprocessor
 in a fresh process and reports images/s and peak resident memory of the main process and of the
 largest worker (getrusage, so a worker's peak is counted even after it exits).
+
+Measure on a quiet machine. Linux's scheduler (autogroup) shares the CPU between sessions, not
+processes: while another session is busy, this one gets its share whatever the number of
+workers, and the speed-up reads close to 1x. CPU ms per image does not depend on that: equal
+values for one and for all workers mean the parallel version adds no work.
 """
 
 from __future__ import annotations
@@ -159,8 +164,8 @@ def main() -> None:
     one, many = rows[(args.images, 1)], rows[(args.images, cores)]
     print(f"speed-up, {cores} workers vs 1: {one['seconds'] / many['seconds']:.2f}x")
     print(
-        f"load average after: {os.getloadavg()[0]:.2f} (above {cores}, other jobs share the "
-        "cores and the speed-up is understated)"
+        f"load average after: {os.getloadavg()[0]:.2f} (if above {cores}, other sessions shared "
+        "the cores and the speed-up is understated; see the docstring)"
     )
 
 
