@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import write_processed_dataset  # noqa: E402
+from tiny_run import get_tiny_export, get_tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,3 +28,15 @@ def processed_dataset(tmp_path):
 def shared_processed_dataset(tmp_path_factory):
     """The same, written once per session, for tests that only read it."""
     return write_processed_dataset(tmp_path_factory.mktemp("shared") / "processed")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny real training run (killed mid-epoch and resumed), trained once per session."""
+    return get_tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """The SavedModel export of `tiny_run`."""
+    return get_tiny_export(tmp_path_factory)

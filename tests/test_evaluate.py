@@ -10,16 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_run import get_tiny_run
 
 from keras_googlenet.errors import UserError, run_cli
 from keras_googlenet.evaluate import main as evaluate_main
 from keras_googlenet.evaluate import most_confused, summarize
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    return get_tiny_run(tmp_path_factory)
 
 
 def _pillow_predictions(run: Path, checkpoint: str, csv_name: str, folder: str):

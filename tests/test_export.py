@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_run import get_tiny_export, get_tiny_run
 
 from keras_googlenet.errors import run_cli
 from keras_googlenet.export import main as export_main
@@ -50,16 +49,6 @@ np.savez(data + "/out.npz", **out)
 project = [m for m in sys.modules if m.startswith(("keras_googlenet", "preprocessing"))]
 print("project modules:", project)
 """
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    return get_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory):
-    return get_tiny_export(tmp_path_factory)
 
 
 def _val_images(run: Path, count: int = 6):

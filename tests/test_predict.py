@@ -8,22 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_run import get_tiny_export, get_tiny_run
 
 from keras_googlenet.errors import run_cli
 from keras_googlenet.predict import main as predict_main
 
 NAMES = ["class0", "class1", "class2"]
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    return get_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory):
-    return get_tiny_export(tmp_path_factory)
 
 
 @pytest.fixture
