@@ -290,14 +290,17 @@ def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_overrides(config: Config, overrides, source: str = "--set") -> Config:
+def apply_overrides(
+    config: Config, overrides, source: str = "--set", check_values: bool = True
+) -> Config:
     """A copy of `config` with dotted overrides applied and checked like a file."""
     if isinstance(overrides, (list, tuple)):
         overrides = dict(parse_override(o, source) for o in overrides)
     tree = config.to_dict()
     for dotted, value in overrides.items():
         _set_dotted(tree, dotted, value, source)
-    return validate(_from_dict(Config, tree, source), source)
+    config = _from_dict(Config, tree, source)
+    return validate(config, source) if check_values else config
 
 
 def validate(config: Config, source: str) -> Config:
@@ -372,8 +375,16 @@ def validate(config: Config, source: str) -> Config:
     return config
 
 
-def load_config(path: str | os.PathLike | None = None, overrides=()) -> Config:
+def load_config(
+    path: str | os.PathLike | None = None, overrides=(), *, check_values: bool = True
+) -> Config:
     """Loads a YAML recipe (or the defaults when `path` is None) and applies overrides.
+
+    Args:
+        path: the YAML file, or None for the defaults.
+        overrides: dotted `KEY=VALUE` strings or a `{dotted key: value}` dict.
+        check_values: also run `validate` (value ranges, augmentation lists). It imports
+            TensorFlow; tools that only need the schema check (the preprocessor) turn it off.
 
     Raises:
         ConfigError: missing or unreadable file, bad YAML, unknown key, wrong type or
@@ -395,10 +406,10 @@ def load_config(path: str | os.PathLike | None = None, overrides=()) -> Config:
             mark = getattr(e, "problem_mark", None)
             line = f" at line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{source}: not valid YAML{line}") from None
-    config = validate(_from_dict(Config, tree, source), source)
+    config = _from_dict(Config, tree, source)
     if overrides:
-        config = apply_overrides(config, overrides, f"{source} --set")
-    return config
+        config = apply_overrides(config, overrides, f"{source} --set", check_values)
+    return validate(config, source) if check_values else config
 
 
 def require(config: Config, *keys: str, source: str = "config") -> None:

@@ -400,22 +400,12 @@ class _Parser(argparse.ArgumentParser):
 def _read_config(path: str):
     """The `preprocess:` section and `data.input_dir` of a recipe, without importing Keras.
 
-    `keras_googlenet.config.load_config` also validates the model section, which imports
-    TensorFlow (seconds); the schema check here (unknown keys, wrong types) is the same one.
+    The schema check (unknown keys, wrong types) is `load_config`'s; its value checks import
+    TensorFlow (seconds), so they are skipped here and the preprocess values are checked below.
     """
-    import yaml
+    from keras_googlenet.config import load_config
 
-    from keras_googlenet.config import Config, ConfigError, _from_dict
-
-    try:
-        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e})") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
-    config = _from_dict(Config, tree, str(path))
+    config = load_config(path, check_values=False)
     return config.preprocess, config.data.input_dir
 
 
