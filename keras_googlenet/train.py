@@ -208,6 +208,13 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
+def _trained(run: RunDir) -> bool:
+    """Whether anything was trained in `run`: a history row, a backup or a checkpoint."""
+    has_rows = run.history.is_file() and len(run.history.read_text().splitlines()) > 1
+    has_backup = run.backup.is_dir() and any(run.backup.iterdir())
+    return has_rows or has_backup or any(run.checkpoints.glob("*.keras"))
+
+
 def run_state(run: RunDir, cfg: Config) -> str:
     """`new`, `resume` or `done` for run folder `run` and config `cfg`.
 
@@ -226,6 +233,10 @@ def run_state(run: RunDir, cfg: Config) -> str:
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"{run.config}: cannot read the run's config ({e})") from None
     differing = config_differences(saved, cfg.to_dict())
+    if differing and not _trained(run):
+        # A start that failed before its first epoch (a wrong data path, say) left only
+        # config.yaml and a log: the corrected command takes the folder over.
+        return "new"
     if differing:
         shown = ", ".join(differing[:8]) + (" ..." if len(differing) > 8 else "")
         raise UserError(

@@ -20,7 +20,7 @@ from PIL import Image
 from train_helpers import REPO, tiny_config, tiny_overrides
 
 from keras_googlenet.callbacks import read_history
-from keras_googlenet.errors import run_cli
+from keras_googlenet.errors import UserError, run_cli
 from keras_googlenet.precision import choose_policy, cpu_flags
 from keras_googlenet.run_dir import RunDir
 from keras_googlenet.train import main, resolve_run_dir, train
@@ -177,6 +177,24 @@ def test_missing_input_dir_is_one_line(tmp_path, capsys):
     )
     assert code == 2
     assert "data.input_dir" in capsys.readouterr().err
+
+
+def test_failed_start_does_not_lock_the_folder(tmp_path, capsys):
+    """A start refused for a wrong data path leaves config.yaml; the fixed command may reuse it."""
+    from keras_googlenet.config import load_config
+    from keras_googlenet.train import run_state
+
+    run = RunDir(tmp_path / "r")
+    args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
+    assert run_cli(main, [*args, "--set", f"data.input_dir={tmp_path / 'typo'}"]) == 2
+    assert "typo" in capsys.readouterr().err and run.config.is_file()
+
+    fixed = load_config(REPO / "configs" / "smoke.yaml", [f"data.input_dir={tmp_path}"])
+    fixed = fixed.replace({"paths.run_dir": str(run.root)})
+    assert run_state(run, fixed) == "new"  # nothing was trained: the folder is taken over
+    run.history.write_text("epoch,loss\n0,1.5\n")
+    with pytest.raises(UserError, match="different config"):
+        run_state(run, fixed)  # once an epoch is recorded, a changed config is refused
 
 
 def test_auto_precision_follows_the_hardware():
