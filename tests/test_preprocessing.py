@@ -389,37 +389,23 @@ def wait_for_staged(out: Path, count: int, proc: subprocess.Popen, timeout: floa
     raise AssertionError("no progress")
 
 
+def slow_run(folder: Path, out: Path, workers: int) -> subprocess.Popen:
+    """The preprocessor CLI on the slow folder, as the interruption tests start it."""
+    args = ["--input", str(folder), "--output", str(out), "--size", "32", "--no-progress"]
+    return cli(*args, "--workers", str(workers))
+
+
 @pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_starts_clean(slow_folder, tmp_path):
     out = tmp_path / "out"
-    proc = cli(
-        "--input",
-        str(slow_folder),
-        "--output",
-        str(out),
-        "--size",
-        "32",
-        "--workers",
-        "1",
-        "--no-progress",
-    )
+    proc = slow_run(slow_folder, out, workers=1)
     wait_for_staged(out, 10, proc)
     assert proc.poll() is None  # still running: the kill lands mid-run
     proc.kill()
     proc.communicate()
     assert (out / pre.MARKER).exists()
     assert not any((out / t).exists() for t in pre.TABLES)  # no table names missing images
-    rerun = cli(
-        "--input",
-        str(slow_folder),
-        "--output",
-        str(out),
-        "--size",
-        "32",
-        "--workers",
-        "2",
-        "--no-progress",
-    )
+    rerun = slow_run(slow_folder, out, workers=2)
     stdout, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
     assert "interrupted run" in stderr and "found 120 files" in stdout
@@ -432,17 +418,7 @@ def test_kill_9_mid_run_then_rerun_starts_clean(slow_folder, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly(slow_folder, tmp_path):
     out = tmp_path / "out"
-    proc = cli(
-        "--input",
-        str(slow_folder),
-        "--output",
-        str(out),
-        "--size",
-        "32",
-        "--workers",
-        "2",
-        "--no-progress",
-    )
+    proc = slow_run(slow_folder, out, workers=2)
     wait_for_staged(out, 4, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
