@@ -25,6 +25,7 @@ OVERRIDES = {
     "training.epochs": 2,
     "training.checkpoint_interval": 1,
     "training.seed": 0,
+    "data.deterministic": True,  # the same run every time: tests compare against it
 }
 KILL_AT_STEP = 3  # the middle of epoch 2: epoch 1 is finished and backed up
 
