@@ -100,8 +100,9 @@ def make_dataset(root: Path, count: int, num_classes: int = 16) -> Path:
 
 
 def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -> float:
-    from keras_googlenet import data
     from keras_googlenet.config import load_config
+    from keras_googlenet.data import pipeline as data
+    from keras_googlenet.data.dataset_info import read_dataset_info
 
     overrides = [
         f"data.input_dir={root}",
@@ -109,7 +110,7 @@ def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -
         "data.steps_per_epoch=1",
     ]
     cfg = load_config(None, overrides + VARIANTS[name])
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     saved = data._WINDOW_DECODE_BELOW
     if name == "always_window":
         data._WINDOW_DECODE_BELOW = 2.0

@@ -3,7 +3,7 @@
     .venv/bin/python bench/predict.py [--runs 30] [--warmup 5] [--threads 0]
 
 Builds a 256-class GoogLeNet at 224 (random weights: latency does not depend on them), exports
-it with `keras_googlenet.export.export_model` to bench/.cache/, reloads it with
+it with `keras_googlenet.serving.export.export_model` to bench/.cache/, reloads it with
 `tf.saved_model.load` and times batch-1 calls after warm-up:
 
     serve_images  a 256x256 uint8 image (a processed dataset file: crop only)
@@ -57,10 +57,10 @@ def main() -> None:
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from keras_googlenet.export import export_model, folder_size
-    from keras_googlenet.model import build_googlenet, inference_model
-    from keras_googlenet.predict import load_predictor, predict_files
-    from keras_googlenet.serving import ServingSpec
+    from keras_googlenet.model.googlenet import build_googlenet, inference_model
+    from keras_googlenet.serving.export import export_model, folder_size
+    from keras_googlenet.serving.graph import ServingSpec
+    from keras_googlenet.serving.predict import load_predictor, predict_files
 
     cache = REPO / "bench" / ".cache" / "predict"
     shutil.rmtree(cache, ignore_errors=True)

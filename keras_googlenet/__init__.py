@@ -3,18 +3,17 @@
 import os
 
 # TensorFlow's C++ start-up chatter (no CUDA on a CPU machine, oneDNN notes) buries the lines a
-# user needs; keep errors only, unless the user asked for more.
+# user needs; errors only, unless the user asked for more (`--verbose` sets it before import).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["build_googlenet", "inference_model", "min_input_size"]
 
 
 def __getattr__(name):
-    # Lazy, so `keras_googlenet.errors` and the preprocessing tools do not pay for importing
-    # TensorFlow.
+    # Lazy, so the command line and the preprocessing tools do not pay for importing TensorFlow.
     if name in __all__:
-        from keras_googlenet import model
+        from keras_googlenet.model import googlenet
 
-        return getattr(model, name)
+        return getattr(googlenet, name)
     raise AttributeError(f"module 'keras_googlenet' has no attribute {name!r}")

@@ -3,7 +3,7 @@
     python -m keras_googlenet demo [--workdir runs/demo] [--quick] [--restart] [--set K=V ...]
 
 No network and no download: it draws a Caltech256-style folder of shapes
-(`keras_googlenet.shapes`), then runs the real pipeline with no shortcut:
+(`keras_googlenet.data.shapes`), then runs the real pipeline with no shortcut:
 
 1. generate    WORKDIR/shapes/001.circle/001_0001.jpg ... and WORKDIR/heldout/*.jpg
 2. preprocess  WORKDIR/processed/ (train/, val/, CSVs, categories, RGB mean, skipped.csv)
@@ -18,7 +18,6 @@ recognised, an interrupted one resumes); `--restart` trains again in a new run f
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -26,8 +25,8 @@ import time
 from pathlib import Path
 
 from keras_googlenet.atomic import atomic_write_text
-from keras_googlenet.config import add_config_args, load_config
-from keras_googlenet.errors import UserError, run_cli
+from keras_googlenet.config import apply_overrides, load_config
+from keras_googlenet.errors import UserError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 TARGET_TOP1 = 0.70
@@ -67,7 +66,7 @@ def generate(workdir: Path, per_class: int, seed: int) -> tuple[Path, list[tuple
     Returns:
         (dataset folder, [(held-out image, true class), ...]).
     """
-    from keras_googlenet.shapes import write_shapes_dataset
+    from keras_googlenet.data.shapes import write_shapes_dataset
 
     root, heldout = workdir / "shapes", workdir / "heldout"
     params = {"per_class": per_class, "heldout_per_class": HELDOUT_PER_CLASS, "seed": seed}
@@ -128,23 +127,11 @@ def prepare(source: Path, output: Path, cfg) -> Path:
     return output
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet demo",
-        description="Generate a shapes dataset, then preprocess, train, evaluate, export and "
-        "predict: the whole job, offline, in a few minutes on a CPU.",
-    )
-    parser.add_argument("--workdir", default="runs/demo", help="where everything goes")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny dataset and one epoch (checks the chain only)"
-    )
-    parser.add_argument("--per-class", type=int, help=f"images per class (default {PER_CLASS})")
-    parser.add_argument("--restart", action="store_true", help="train again in a new run folder")
-    add_config_args(parser, default_config=str(CONFIG))
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Runs `keras-googlenet demo`."""
 
     started = time.perf_counter()
-    workdir = Path(args.workdir)
+    workdir = Path(args.output)
     per_class = args.per_class or (QUICK_PER_CLASS if args.quick else PER_CLASS)
     if per_class < 5:
         raise UserError(
@@ -152,9 +139,9 @@ def main(argv=None) -> int:
         )
     cfg = load_config(args.config)
     if args.quick:
-        cfg = cfg.replace(QUICK, "--quick")
+        cfg = apply_overrides(cfg, QUICK, "--quick")
     if args.overrides:
-        cfg = cfg.replace(args.overrides)
+        cfg = apply_overrides(cfg, args.overrides)
 
     t = _step(1, "generating the shapes dataset")
     source, heldout = generate(workdir, per_class, seed=cfg.preprocess.seed)
@@ -164,27 +151,27 @@ def main(argv=None) -> int:
     processed = prepare(source, workdir / "processed", cfg)
     _done(t, "processed dataset ready")
 
-    from keras_googlenet.train import train
+    from keras_googlenet.training.train import train
 
     t = _step(3, f"training GoogLeNet with aux heads, {cfg.training.epochs} epochs")
-    cfg = cfg.replace({"data.input_dir": str(processed)}, "demo")
+    cfg = apply_overrides(cfg, {"data.input_dir": str(processed)}, "demo")
     result = train(cfg, workdir / "run", restart=args.restart)
     run = Path(result["run_dir"])
     _done(t, f"training {result['status']}")
 
-    from keras_googlenet.evaluate import evaluate_run
+    from keras_googlenet.evaluation.evaluate import evaluate_run
 
     t = _step(4, "evaluating the best checkpoint on the validation split")
     metrics = evaluate_run(run, checkpoint="best")
     _done(t, f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}")
 
-    from keras_googlenet.export import export_run
+    from keras_googlenet.serving.export import export_run
 
     t = _step(5, "exporting a SavedModel")
     export = export_run(run, workdir / "export", checkpoint="best", overwrite=True)
     _done(t, f"exported to {export}")
 
-    from keras_googlenet.predict import load_export, predict_files
+    from keras_googlenet.serving.predict import load_export, predict_files
 
     t = _step(6, "predicting the held-out images with the SavedModel")
     predictor = load_export(Path(export))
@@ -234,7 +221,3 @@ def main(argv=None) -> int:
     )
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

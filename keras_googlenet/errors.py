@@ -22,6 +22,10 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+class ConfigError(UserError):
+    """A bad config file or override; the message names the file and the dotted key."""
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv=None) -> int:
     """Runs an entry point, turning `UserError` and Ctrl-C into a one-line message and exit code.
 
@@ -39,7 +43,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv=None) -> in
     except OSError as e:
         # A full disk or a permission problem is the user's environment, not our bug: name the
         # file and the reason on one line.
-        where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"error:{where}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     return int(code or 0)

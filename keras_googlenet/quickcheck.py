@@ -2,7 +2,7 @@
 
     python -m keras_googlenet.quickcheck                  # the recipe: 25 epochs at 224 px
     python -m keras_googlenet.quickcheck --fast           # a few minutes on a laptop CPU
-    python -m keras_googlenet.quickcheck --data-dir DIR   # a local copy (see keras_googlenet.cifar)
+    python -m keras_googlenet.quickcheck --data-dir DIR   # a local copy (see keras_googlenet.data.cifar)
 
 Trains the same three-output GoogLeNet with `train()` (checkpoints, resume, TensorBoard, log
 file in the run folder) on CIFAR-10 held as uint8 arrays; each batch is resized to the input size
@@ -12,15 +12,14 @@ line comparing the validation accuracy reached with the seed's 81.9% after 25 ep
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_googlenet.config import add_config_args, load_config
-from keras_googlenet.errors import UserError, run_cli
+from keras_googlenet.config import apply_overrides, load_config
+from keras_googlenet.errors import UserError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10.yaml"
 SEED_ACCURACY, SEED_EPOCHS, SEED_SIZE = 0.819, 25, 224
@@ -115,36 +114,13 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.quickcheck",
-        description="CIFAR-10 quick check of the training recipe (seed: 81.9%% after 25 epochs).",
-    )
-    parser.add_argument(
-        "--data-dir",
-        help="a local CIFAR-10 copy: cifar-10-python.tar.gz, cifar-10-batches-py/, or an image "
-        "folder train/<class>/*, test/<class>/* (default: data/cifar10/, else download)",
-    )
-    parser.add_argument(
-        "--fast",
-        action="store_true",
-        help=f"CPU-sized: {FAST['train_per_class']}/{FAST['test_per_class']} images per class, "
-        f"{FAST['image_size']} px, {FAST['epochs']} epochs, batch {FAST_BATCH}",
-    )
-    parser.add_argument("--epochs", type=int, help="epochs (default: the config's, or --fast's)")
-    parser.add_argument("--image-size", type=int, help="input size in pixels (at least 65)")
-    parser.add_argument("--train-per-class", type=int, help="class-balanced training subset")
-    parser.add_argument("--test-per-class", type=int, help="class-balanced validation subset")
-    parser.add_argument("--run-dir", help="run folder (default: runs/quickcheck[-fast])")
-    parser.add_argument("--restart", action="store_true", help="train again in a new folder")
-    parser.add_argument("--offline", action="store_true", help="never try to download")
-    add_config_args(parser, default_config=str(CONFIG))
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Runs `keras-googlenet quickcheck`."""
 
-    from keras_googlenet.cifar import load_cifar10
+    from keras_googlenet.data.cifar import load_cifar10
 
     start = time.perf_counter()
-    cifar = load_cifar10(args.data_dir, download=not args.offline)
+    cifar = load_cifar10(args.input, download=not args.offline)
     fast = FAST if args.fast else {}
     train_per_class = args.train_per_class or fast.get("train_per_class")
     test_per_class = args.test_per_class or fast.get("test_per_class")
@@ -165,18 +141,18 @@ def main(argv=None) -> int:
     if args.image_size or fast:
         overrides["model.input_size"] = args.image_size or fast["image_size"]
     # --set wins over the flags above.
-    cfg = load_config(args.config).replace(overrides, "quickcheck flags")
+    cfg = apply_overrides(load_config(args.config), overrides, "quickcheck flags")
     if args.overrides:
-        cfg = cfg.replace(args.overrides)
+        cfg = apply_overrides(cfg, args.overrides)
     if cfg.data.batch_size > len(cifar.y_train):
         raise UserError(
             f"data.batch_size {cfg.data.batch_size} is larger than the {len(cifar.y_train)} "
             "training images"
         )
 
-    from keras_googlenet.callbacks import read_history
-    from keras_googlenet.run_dir import RunDir
-    from keras_googlenet.train import train
+    from keras_googlenet.training.callbacks import read_history
+    from keras_googlenet.training.run_dir import RunDir
+    from keras_googlenet.training.train import train
 
     size = cfg.model.input_size
     train_ds, val_ds = make_datasets(cifar, size, cfg.data.batch_size, seed=cfg.data.seed)
@@ -197,7 +173,3 @@ def main(argv=None) -> int:
     print(verdict(val, cfg.training.epochs, size, len(cifar.y_train), info.num_classes, args.fast))
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

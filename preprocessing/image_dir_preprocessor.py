@@ -30,7 +30,6 @@ with a warning); class ids are then assigned over the remaining folders in sorte
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
@@ -51,7 +50,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from keras_googlenet.atomic import atomic_open, atomic_write_text
-from keras_googlenet.errors import UserError, run_cli
+from keras_googlenet.errors import UserError
 from preprocessing.folders import scan_input, stratified_split, unique_names
 from preprocessing.image_io import BadImage, load_rgb
 
@@ -392,11 +391,6 @@ def preprocess(
 # Command line.
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, like every other user mistake
-        raise UserError(f"{message} (see --help)")
-
-
 def _read_config(path: str):
     """The `preprocess:` section and `data.input_dir` of a recipe, without importing Keras.
 
@@ -409,38 +403,8 @@ def _read_config(path: str):
     return config.preprocess, config.data.input_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    parser = _Parser(
-        prog="python -m preprocessing.image_dir_preprocessor",
-        description="Class folders of images -> train/val JPEGs, CSVs, categories, RGB mean.",
-    )
-    parser.add_argument("--input", metavar="DIR", help="folder of class folders (NNN.label/)")
-    parser.add_argument("--output", metavar="DIR", help="where the processed dataset goes")
-    parser.add_argument("--val-split", type=float, help="validation fraction (default 0.2)")
-    parser.add_argument("--size", type=int, help="output side in pixels (default 256)")
-    parser.add_argument(
-        "--center-crop",
-        action=argparse.BooleanOptionalAction,
-        help="crop the centred square before resizing (default); --no-center-crop stretches "
-        "the whole image to the square",
-    )
-    parser.add_argument(
-        "--include-clutter",
-        action=argparse.BooleanOptionalAction,
-        help="use 257.clutter as a class (left out by default)",
-    )
-    parser.add_argument("--seed", type=int, help="split and file-name seed (default 42)")
-    parser.add_argument("--workers", type=int, help="processes (default: all cores)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a previous output")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML recipe; its preprocess: section gives defaults (flags win), "
-        "data.input_dir the output folder",
-    )
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Runs `keras-googlenet preprocess` with the parsed flags; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
     from keras_googlenet.config import PreprocessConfig
@@ -450,11 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, data_dir = _read_config(args.config)
         source = f"{args.config}: preprocess."
     values, names = {}, {}
+    flags = {"size": "image_size"}  # config key -> flag, where they differ
     for key in ("val_split", "size", "center_crop", "include_clutter", "seed", "workers"):
-        flag = getattr(args, key)
+        flag = getattr(args, flags.get(key, key))
         values[key] = getattr(config, key) if flag is None else flag
         # Name the value where the user wrote it: the flag, or the key in the file.
-        names[key] = f"--{key.replace('_', '-')}" if flag is not None else f"{source}{key}"
+        names[key] = (
+            f"--{flags.get(key, key).replace('_', '-')}" if flag is not None else f"{source}{key}"
+        )
     check_options(values["val_split"], values["size"], values["workers"], names)
     input_dir = args.input or config.source_dir
     output_dir = args.output or data_dir
@@ -471,7 +438,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(summary.line())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

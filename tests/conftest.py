@@ -12,8 +12,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import write_processed_dataset  # noqa: E402
-from tiny_run import get_tiny_export, get_tiny_run  # noqa: E402
+from helpers import (  # noqa: E402
+    get_tiny_export,
+    get_tiny_run,
+    write_processed_dataset,  # noqa: E402
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,14 +1,22 @@
-"""Tiny datasets on disk for the tests: real JPEG files in the processed-folder format.
+"""The tests' one helper module: tiny datasets, tiny configs, the command line, a tiny run.
 
-`write_processed_dataset` writes what the preprocessor writes (train/, val/, train.csv, val.csv,
-categories.csv, rgb_val.json); the class is a drawn pattern, so a few steps of training can learn
-something, and the files are real JPEGs decoded by the real pipeline.
+- `write_processed_dataset` writes what the preprocessor writes (train/, val/, train.csv,
+  val.csv, categories.csv, rgb_val.json); the class is a drawn pattern, so a few steps of
+  training can learn something, and the files are real JPEGs decoded by the real pipeline.
+- `tiny_config` / `tiny_overrides`: configs/smoke.yaml cut to a few 65-pixel steps.
+- `cli(JOB, ...)`: the `keras-googlenet` command in this process; `run_train_cli` in a new one.
+- `get_tiny_run` / `get_tiny_export`: one real run (killed mid-epoch and resumed) and its
+  export, built once per session for the evaluate, export and predict tests.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +71,145 @@ def write_processed_dataset(
     mean = pixel_sum / pixel_count
     (root / mean_name).write_text(json.dumps(dict(zip("RGB", map(float, mean), strict=True))))
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# Configs and the command line.
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 65  # the smallest input the aux heads accept: the fastest GoogLeNet there is
+
+
+def tiny_overrides(data_dir, **extra) -> list[str]:
+    """`--set` values for a few-step run of configs/smoke.yaml on a tiny dataset."""
+    values = {
+        "data.input_dir": str(data_dir),
+        "model.input_size": SIZE,
+        "data.train_augment": f"[{{name: random_crop, size: {SIZE}}}, {{name: horizontal_flip}}]",
+        "data.val_augment": f"[{{name: center_crop, size: {SIZE}}}]",
+        "data.batch_size": 4,
+        "data.steps_per_epoch": 2,
+        "data.validation_steps": None,
+        "training.epochs": 2,
+        **extra,
+    }
+    return [f"{k}={'null' if v is None else v}" for k, v in values.items()]
+
+
+def tiny_config(data_dir, **extra):
+    from keras_googlenet.config import load_config
+
+    return load_config(REPO / "configs" / "smoke.yaml", tiny_overrides(data_dir, **extra))
+
+
+def run_train_cli(args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
+    """Runs `python -m keras_googlenet.training.train ARGS` in a fresh process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "keras_googlenet", "train", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def scalar_steps(log_dir) -> dict[str, list[int]]:
+    """`{"train/epoch_loss": [0, 1, ...], ...}`: every scalar's steps, in the order on disk.
+
+    Read raw (not through TensorBoard's reader, which hides repeated steps by purging them).
+    """
+    import tensorflow as tf
+
+    steps = defaultdict(list)
+    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*"), key=os.path.getmtime):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    steps[f"{path.parent.name}/{value.tag}"].append(event.step)
+    return dict(steps)
+
+
+def cli(job: str, *args) -> int:
+    """`keras-googlenet JOB ARGS` in this process; returns the exit code (errors as one line)."""
+    from keras_googlenet.cli import main
+
+    return main([job, *map(str, args)])
+
+
+# --------------------------------------------------------------------------------------------
+# The tiny run shared by the evaluate, export and predict tests.
+
+_CACHE: dict[str, Path] = {}
+
+
+TINY_RUN_OVERRIDES = {
+    "data.batch_size": 8,
+    "data.steps_per_epoch": 2,
+    "data.validation_steps": None,  # the whole validation CSV: 12 images
+    "training.epochs": 2,
+    "training.checkpoint_interval": 1,
+    "training.seed": 0,
+    "data.deterministic": True,  # the same run every time: tests compare against it
+}
+TINY_RUN_KILL_AT_STEP = 3  # the middle of epoch 2: epoch 1 is finished and backed up
+
+
+def tiny_run_config(dataset: Path, **overrides):
+    """The tiny run's config: configs/smoke.yaml on `dataset`, 72x72 input from 80x80 images,
+    batch 8, 2x2 steps."""
+    from keras_googlenet.config import load_config
+
+    values = {"data.input_dir": str(dataset), **TINY_RUN_OVERRIDES, **overrides}
+    return load_config(REPO / "configs" / "smoke.yaml", values)
+
+
+def _build_run(root: Path) -> Path:
+    """Trains with the real CLI, kills it mid-epoch 2 (SIGKILL, like a power cut), then resumes
+    it in this process with `train()`: every test of evaluate/export/predict runs on a resumed
+    run."""
+    from keras_googlenet.training.run_dir import RunDir
+    from keras_googlenet.training.train import KILL_ENV, train
+
+    dataset = write_processed_dataset(root / "data", num_classes=3, size=80)
+    run = RunDir(root / "run")
+    args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
+    for key, value in {"data.input_dir": str(dataset), **TINY_RUN_OVERRIDES}.items():
+        args += ["--set", f"{key}={'null' if value is None else value}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), KILL_ENV: str(TINY_RUN_KILL_AT_STEP)}
+    killed = subprocess.run(
+        [sys.executable, "-m", "keras_googlenet", "train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not run.done.exists() and run.best.exists()
+    result = train(tiny_run_config(dataset), run.root)
+    assert result["status"] == "finished" and result["initial_epoch"] == 1, result
+    return run.root
+
+
+def get_tiny_run(tmp_path_factory) -> Path:
+    """The run folder (read-only for tests: copy it before changing anything).
+
+    Test modules wrap this in a session fixture; the cache makes it one run per session.
+    """
+    if "run" not in _CACHE:
+        _CACHE["run"] = _build_run(tmp_path_factory.mktemp("tiny_run"))
+    return _CACHE["run"]
+
+
+def get_tiny_export(tmp_path_factory) -> Path:
+    """The tiny run exported with the CLI (read-only for tests)."""
+    if "export" not in _CACHE:
+        run = get_tiny_run(tmp_path_factory)
+        out = tmp_path_factory.mktemp("tiny_export") / "export"
+        code = cli("export", "--run-dir", run, "--output", out)
+        assert code == 0
+        _CACHE["export"] = out
+    return _CACHE["export"]

@@ -1,4 +1,4 @@
-"""Transforms of keras_googlenet.augment: eagerly and inside Dataset.map, seeds, config errors."""
+"""Transforms of keras_googlenet.data.augment: eagerly and inside Dataset.map, seeds, config errors."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_googlenet import albumentations_ops as alb_ops
-from keras_googlenet import augment as aug
 from keras_googlenet.config import ConfigError, load_config
+from keras_googlenet.data import albumentations_ops as alb_ops
+from keras_googlenet.data import augment as aug
 
 # One entry per transform, with the output size it must give a 48x40 input.
 CASES = {

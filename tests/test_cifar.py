@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_googlenet import cifar
+from keras_googlenet.data import cifar
 from keras_googlenet.errors import UserError
 
 NAMES = [n.encode() for n in cifar.CLASS_NAMES]
@@ -147,7 +147,7 @@ def test_no_copy_and_no_network_says_how_to_provide_one():
     with pytest.raises(UserError) as err:
         cifar.load_cifar10()
     message = str(err.value)
-    assert cifar.ARCHIVE in message and "data/cifar10" in message and "--data-dir" in message
+    assert cifar.ARCHIVE in message and "data/cifar10" in message and "--input" in message
     assert "train/<class>" in message
 
 

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import cli
 
 from keras_googlenet.config import (
     Config,
     ConfigError,
     load_config,
-    main,
     require,
     save_config,
 )
-from keras_googlenet.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "configs").glob("*.yaml"))
@@ -36,7 +35,7 @@ def test_every_recipe_loads_and_has_a_header(path):
     assert isinstance(config, Config)
     first = path.read_text().splitlines()[0]
     assert first.startswith("#"), "each recipe starts with a comment giving its command"
-    assert "python -m keras_googlenet" in path.read_text()
+    assert "keras-googlenet " in path.read_text()
 
 
 def test_recipes_reproduce_the_seeds():
@@ -138,16 +137,16 @@ def test_missing_file_and_missing_required_value(tmp_path):
 
 def test_cli_exit_code_and_one_line(tmp_path, capsys):
     path = write(tmp_path, "optimizer:\n  lrr: 0.1\n")
-    assert run_cli(main, [str(path)]) == 2
+    assert cli("config", *[str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "lrr" in err
-    assert run_cli(main, [str(REPO / "configs/smoke.yaml"), "--set", "training.epochs=3"]) == 0
+    assert cli("config", *[str(REPO / "configs/smoke.yaml"), "--set", "training.epochs=3"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["training"]["epochs"] == 3
 
 
 def test_cli_in_a_real_process_prints_no_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet.config", str(tmp_path / "missing.yaml")],
+        [sys.executable, "-m", "keras_googlenet", "config", str(tmp_path / "missing.yaml")],
         capture_output=True,
         text=True,
         timeout=120,

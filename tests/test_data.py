@@ -14,8 +14,9 @@ import tensorflow as tf
 from conftest import REPO
 from PIL import Image
 
-from keras_googlenet import data
-from keras_googlenet.config import ConfigError, load_config
+from keras_googlenet.config import ConfigError, apply_overrides, load_config
+from keras_googlenet.data import pipeline as data
+from keras_googlenet.data.dataset_info import read_dataset_info
 from keras_googlenet.errors import UserError
 
 SMALL = [
@@ -44,7 +45,7 @@ def labels_of(ds):
 
 
 def test_info_reads_the_folder(shared_processed_dataset):
-    info = data.read_dataset_info(config(shared_processed_dataset))
+    info = read_dataset_info(config(shared_processed_dataset))
     assert info.class_names == ("class0", "class1", "class2")
     assert info.num_classes == 3
     assert (info.train_size, info.val_size) == (24, 12)
@@ -61,7 +62,7 @@ def test_info_accepts_pytorch_seed_layout(processed_dataset):
     lines = csv.read_text().splitlines()
     rows = [f",{lines[0]}"] + [f"{i},{line}" for i, line in enumerate(lines[1:])]
     csv.write_text("\n".join(rows) + "\n")
-    info = data.read_dataset_info(config(processed_dataset))
+    info = read_dataset_info(config(processed_dataset))
     assert info.train_size == 24 and len(info.mean_rgb) == 3
 
 
@@ -119,14 +120,14 @@ def _break(root, what):
 def test_info_errors_name_the_file(processed_dataset, what):
     overrides, expected = _break(processed_dataset, what)
     with pytest.raises(UserError) as e:
-        data.read_dataset_info(config(processed_dataset, *overrides))
+        read_dataset_info(config(processed_dataset, *overrides))
     assert expected in str(e.value)
     assert "\n" not in str(e.value)
 
 
 def test_missing_input_dir_is_a_config_error():
     with pytest.raises(ConfigError, match="'data.input_dir' is required"):
-        data.read_dataset_info(load_config(None, SMALL))
+        read_dataset_info(load_config(None, SMALL))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_grayscale_rgba_and_png_named_jpg_give_three_channels(processed_dataset)
     for path in paths:
         assert data.decode_rgb(tf.io.read_file(path)).shape[-1] == 3
     # the whole train pipeline reads them (no file is skipped: 24 images, 6 batches of 4)
-    info = data.read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
+    info = read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
     ds = data.make_train_dataset(config(processed_dataset, "data.on_bad_image=fail"), info)
     batches = list(ds)
     assert len(batches) == 6
@@ -164,7 +165,7 @@ def test_grayscale_rgba_and_png_named_jpg_give_three_channels(processed_dataset)
 def test_window_decode_equals_whole_decode(shared_processed_dataset):
     """The JPEG window decode gives the pixels of decoding everything and cropping."""
     cfg = config(shared_processed_dataset)
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     # windows under half the image: decoded alone (80x80 files)
     crops = [
         {"name": "random_crop", "size": 40},
@@ -202,14 +203,14 @@ def test_truncated_and_non_image_files_skip_or_fail(processed_dataset, caplog):
     (train / names[1]).write_bytes(b"not an image at all")
     (train / names[2]).write_bytes(b"")
     with pytest.raises(UserError) as e:
-        data.read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
+        read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
     message = str(e.value)
     assert "3 undecodable image(s)" in message
     assert names[0] in message and "truncated JPEG" in message
     assert "not a JPEG, PNG, GIF or BMP image" in message and "empty file" in message
 
     with caplog.at_level("WARNING"):
-        info = data.read_dataset_info(config(processed_dataset))
+        info = read_dataset_info(config(processed_dataset))
     assert info.train_size == 21
     assert {os.path.basename(p) for p, _ in info.skipped} == set(names[:3])
     assert "skipping 3 undecodable image(s)" in caplog.text
@@ -225,7 +226,7 @@ def test_corrupt_file_at_training_time(processed_dataset):
     names = sorted(os.listdir(processed_dataset / "train"))
     _corrupt_inside(processed_dataset / "train" / names[0])
     cfg = config(processed_dataset, "data.train_augment=[{name: center_crop, size: 72}]")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     assert info.train_size == 24  # the probe cannot see it
     # skip: the epoch goes on without it (23 images -> 5 batches of 4, was 6)
     assert len(list(data.make_train_dataset(cfg, info))) == 5
@@ -245,7 +246,7 @@ def test_corrupt_file_at_training_time(processed_dataset):
 
 def test_train_batches_labels_and_raw_pixels(shared_processed_dataset):
     cfg = config(shared_processed_dataset)
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     batches = list(data.make_train_dataset(cfg, info))
     assert len(batches) == 24 // 4
     for x, y in batches:
@@ -265,25 +266,25 @@ def test_train_batches_labels_and_raw_pixels(shared_processed_dataset):
 
 def test_train_reshuffles_each_epoch_and_repeats_with_a_seed(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.deterministic=true", "data.seed=3")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     ds = data.make_train_dataset(cfg, info)
     first, second = images_of(ds), images_of(ds)
     assert not np.array_equal(first, second)  # new order and new augmentation each epoch
     again = data.make_train_dataset(cfg, info)
     np.testing.assert_array_equal(images_of(again), first)  # same seed: same run
-    other = data.make_train_dataset(cfg.replace({"data.seed": 4}), info)
+    other = data.make_train_dataset(apply_overrides(cfg, {"data.seed": 4}), info)
     assert not np.array_equal(images_of(other), first)
 
 
 def test_steps_per_epoch_repeats(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.steps_per_epoch=3")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     assert len(list(data.make_train_dataset(cfg, info).take(20))) == 20  # 24 images: 6 a pass
 
 
 def test_cache_gives_full_epochs(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.cache=true", "data.shuffle_buffer=8")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     ds = data.make_train_dataset(cfg, info)
     a, b = labels_of(ds), labels_of(ds)
     assert sorted(np.bincount(a)) == sorted(np.bincount(b)) == [8, 8, 8]
@@ -292,7 +293,7 @@ def test_cache_gives_full_epochs(shared_processed_dataset):
 
 def test_val_is_identical_across_passes_and_in_csv_order(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.batch_size=5")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     ds = data.make_val_dataset(cfg, info)
     assert [x.shape[0] for x, _ in ds] == [5, 5, 2]  # the last batch is kept
     first, second = images_of(ds), images_of(ds)
@@ -308,13 +309,13 @@ def test_val_from_another_csv(shared_processed_dataset, tmp_path):
     other = tmp_path / "test.csv"
     other.write_text("\n".join(lines) + "\n")
     cfg = config(shared_processed_dataset)
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     assert len(labels_of(data.make_val_dataset(cfg, info, csv_path=other))) == 3
 
 
 def test_output_size_must_match_the_model(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.val_augment=[{name: center_crop, size: 64}]")
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     with pytest.raises(ConfigError, match="'data.val_augment' makes 64x64 images"):
         data.make_val_dataset(cfg, info)
     cfg = config(shared_processed_dataset, "data.train_augment=[{name: horizontal_flip}]")
@@ -336,7 +337,7 @@ def test_albumentations_path(shared_processed_dataset):
         "data.albumentations=[{RandomCrop: {height: 72, width: 72}}, {HorizontalFlip: {p: 0.5}}]",
         "data.deterministic=true",
     )
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     ds = data.make_train_dataset(cfg, info)
     a = images_of(ds)
     assert a.shape == (24, 72, 72, 3) and a.dtype == np.uint8
@@ -349,14 +350,14 @@ def test_global_batch_size():
     assert data.global_batch_size(cfg, 4) == 8
     with pytest.raises(ConfigError, match="not divisible by the 3 replicas"):
         data.global_batch_size(cfg, 3)
-    per_replica = cfg.replace({"data.batch_size_is": "per_replica"})
+    per_replica = apply_overrides(cfg, {"data.batch_size_is": "per_replica"})
     assert data.global_batch_size(per_replica, 3) == 24
 
 
 def test_batch_larger_than_dataset(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.batch_size=32")
     with pytest.raises(ConfigError, match="larger than the 24 training images"):
-        data.make_train_dataset(cfg, data.read_dataset_info(cfg))
+        data.make_train_dataset(cfg, read_dataset_info(cfg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,9 +370,9 @@ def test_two_pipelines_cover_each_example_once(processed_dataset):
 
     root = write_processed_dataset(processed_dataset.parent / "odd", train_per_class=9)
     cfg = config(root)
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     for epoch_seed in (1, 2):
-        cfg_e = cfg.replace({"data.seed": epoch_seed})
+        cfg_e = apply_overrides(cfg, {"data.seed": epoch_seed})
         shards = []
         for i in range(2):
             ctx = tf.distribute.InputContext(
@@ -397,12 +398,13 @@ SUBPROCESS = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    from keras_googlenet import data
+    from keras_googlenet.data import pipeline as data
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.data import pipeline as data
     from keras_googlenet.config import load_config
 
     cfg = load_config(None, sys.argv[2:])
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     train = data.distribute_for_fit(
         strategy, lambda ctx: data.make_train_dataset(cfg, info, input_context=ctx))
@@ -454,10 +456,10 @@ def test_mirrored_strategy_on_two_logical_cpus(shared_processed_dataset):
 def test_real_model_fits_the_pipeline_and_normalizes_inside(shared_processed_dataset):
     import keras
 
-    from keras_googlenet.model import build_googlenet
+    from keras_googlenet.model.googlenet import build_googlenet
 
     cfg = config(shared_processed_dataset)
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     keras.utils.set_random_seed(0)
     model = build_googlenet(3, (72, 72, 3), mean_rgb=info.mean_rgb, std_rgb=cfg.data.std_rgb)
     model.compile(

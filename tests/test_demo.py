@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from keras_googlenet import demo
-from keras_googlenet.errors import run_cli
+from helpers import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_quick_demo_runs_the_whole_chain_twice(tmp_path, capsys):
     work = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet", "demo", "--quick", "--workdir", str(work)],
+        [sys.executable, "-m", "keras_googlenet", "demo", "--quick", "--output", str(work)],
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         capture_output=True,
@@ -66,7 +64,7 @@ def test_quick_demo_runs_the_whole_chain_twice(tmp_path, capsys):
 
     # Again, in the same folder: the data and the finished run are reused, and it still ends
     # with every step done.
-    assert run_cli(demo.main, ["--quick", "--workdir", str(work)]) == 0
+    assert cli("demo", *["--quick", "--output", str(work)]) == 0
     again = capsys.readouterr()
     assert again.out.count("reusing") == 2
     assert "already finished" in again.err
@@ -75,6 +73,6 @@ def test_quick_demo_runs_the_whole_chain_twice(tmp_path, capsys):
 
 
 def test_too_few_images_per_class_is_refused(tmp_path, capsys):
-    assert run_cli(demo.main, ["--per-class", "2", "--workdir", str(tmp_path / "d")]) == 2
+    assert cli("demo", *["--per-class", "2", "--output", str(tmp_path / "d")]) == 2
     assert "--per-class must be at least 5" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()

@@ -16,11 +16,10 @@ import sys
 import textwrap
 
 import pytest
-from helpers import write_processed_dataset
-from train_helpers import REPO, tiny_overrides
+from helpers import REPO, tiny_overrides, write_processed_dataset
 
-from keras_googlenet.callbacks import read_history
-from keras_googlenet.run_dir import RunDir
+from keras_googlenet.training.callbacks import read_history
+from keras_googlenet.training.run_dir import RunDir
 
 MIRRORED_SCRIPT = textwrap.dedent(
     """
@@ -33,8 +32,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     import keras
     sys.path.insert(0, "tests")
-    from train_helpers import tiny_config
-    from keras_googlenet.train import build_model, compile_model, train
+    from helpers import tiny_config
+    from keras_googlenet.training.train import build_model, compile_model, train
 
     data_dir, run_dir, part = sys.argv[1], sys.argv[2], sys.argv[3]
     out = {}
@@ -156,7 +155,8 @@ def test_multi_worker_two_local_processes(tmp_path):
     args = [
         sys.executable,
         "-m",
-        "keras_googlenet.train",
+        "keras_googlenet",
+        "train",
         "--config",
         str(REPO / "configs" / "smoke.yaml"),
     ]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 from PIL import Image
 
-from keras_googlenet.errors import UserError, run_cli
-from keras_googlenet.evaluate import main as evaluate_main
-from keras_googlenet.evaluate import most_confused, summarize
+from keras_googlenet.errors import UserError
+from keras_googlenet.evaluation.evaluate import most_confused, summarize
 
 
 def _direct_predictions(run: Path, checkpoint: str, csv_name: str, folder: str):
@@ -27,8 +27,8 @@ def _direct_predictions(run: Path, checkpoint: str, csv_name: str, folder: str):
     """
     import tensorflow as tf
 
-    from keras_googlenet.checkpoints import float32_inference_model, load_checkpoint
     from keras_googlenet.config import load_config
+    from keras_googlenet.training.checkpoints import float32_inference_model, load_checkpoint
 
     data = Path(load_config(run / "config.yaml").data.input_dir)
     with open(data / csv_name) as f:
@@ -66,7 +66,7 @@ def _assert_matches_direct_path(run, checkpoint, csv_name, folder, metrics, conf
 def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    assert run_cli(evaluate_main, ["--run", str(run)]) == 0
+    assert cli("evaluate", *["--run-dir", str(run)]) == 0
     stdout = capsys.readouterr().out
     assert "top-1" in stdout and "top-3" in stdout  # top-5 is top-3 with 3 classes
 
@@ -95,7 +95,7 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
 
     # The run was killed mid-epoch 2 and resumed; best.keras is the checkpoint of the epoch with
     # the best validation top-1 in history.csv, and evaluation reproduces that top-1.
-    from keras_googlenet.callbacks import read_history
+    from keras_googlenet.training.callbacks import read_history
 
     rows = read_history(run / "history.csv")
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -116,8 +116,8 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
 def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
     """Any CSV of the same format; its images are found in the folder named like it."""
     out = tmp_path / "report"
-    args = ["--run", str(tiny_run), "--checkpoint", "last", "--csv", "train.csv"]
-    assert run_cli(evaluate_main, [*args, "--output", str(out), "--batch-size", "5"]) == 0
+    args = ["--run-dir", str(tiny_run), "--checkpoint", "last", "--csv", "train.csv"]
+    assert cli("evaluate", *[*args, "--output", str(out), "--batch-size", "5"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["checkpoint"].endswith("last.keras")
     assert metrics["images_dir"].endswith("train")
@@ -126,14 +126,21 @@ def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
     assert confusion.sum(axis=1).tolist() == [8, 8, 8]
     # last.keras is the resumed epoch 2's model: the same validation numbers as its history row.
     assert (
-        run_cli(
-            evaluate_main,
-            ["--run", str(tiny_run), "--checkpoint", "last", "--output", str(tmp_path / "val")],
+        cli(
+            "evaluate",
+            *[
+                "--run-dir",
+                str(tiny_run),
+                "--checkpoint",
+                "last",
+                "--output",
+                str(tmp_path / "val"),
+            ],
         )
         == 0
     )
     on_val = json.loads((tmp_path / "val" / "metrics.json").read_text())
-    from keras_googlenet.callbacks import read_history
+    from keras_googlenet.training.callbacks import read_history
 
     last = read_history(tiny_run / "history.csv")[-1]
     assert on_val["top1"] == pytest.approx(last["val_main_top1"], abs=1e-6)
@@ -142,7 +149,7 @@ def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
 
 
 def test_pick_checkpoint_order(tmp_path):
-    from keras_googlenet.checkpoints import open_run, pick_checkpoint
+    from keras_googlenet.training.checkpoints import open_run, pick_checkpoint
 
     root = tmp_path / "run"
     (root / "checkpoints").mkdir(parents=True)
@@ -165,17 +172,17 @@ def test_pick_checkpoint_order(tmp_path):
 
 
 def test_missing_run_or_checkpoint_is_one_line(tmp_path, capsys):
-    assert run_cli(evaluate_main, ["--run", str(tmp_path / "nope")]) == 2
+    assert cli("evaluate", *["--run-dir", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope: run folder not found" in err
 
     (tmp_path / "empty").mkdir()
-    assert run_cli(evaluate_main, ["--run", str(tmp_path / "empty")]) == 2
+    assert cli("evaluate", *["--run-dir", str(tmp_path / "empty")]) == 2
     assert "not a training run (no config.yaml)" in capsys.readouterr().err
 
 
 def test_broken_checkpoint_is_one_line(tmp_path, capsys, shared_processed_dataset):
-    from tiny_run import tiny_config
+    from helpers import tiny_run_config as tiny_config
 
     from keras_googlenet.config import save_config
 
@@ -183,7 +190,7 @@ def test_broken_checkpoint_is_one_line(tmp_path, capsys, shared_processed_datase
     (run / "checkpoints").mkdir(parents=True)
     save_config(tiny_config(shared_processed_dataset), run / "config.yaml")
     (run / "checkpoints" / "best.keras").write_bytes(b"PK\x03\x04 not really a zip")
-    assert run_cli(evaluate_main, ["--run", str(run)]) == 2
+    assert cli("evaluate", *["--run-dir", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "best.keras: cannot load checkpoint" in err
 
@@ -221,7 +228,7 @@ def test_summarize_counts_and_pairs():
 
 
 def test_confusion_png_for_256_classes():
-    from keras_googlenet.evaluate import plot_confusion
+    from keras_googlenet.evaluation.evaluate import plot_confusion
 
     rng = np.random.default_rng(0)
     confusion = rng.poisson(0.2, (256, 256)) + np.diag(rng.integers(5, 30, 256))

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 from PIL import Image
-
-from keras_googlenet.errors import run_cli
-from keras_googlenet.export import main as export_main
 
 # Runs in a fresh interpreter, isolated (-I: no PYTHONPATH, no current folder on sys.path),
 # started outside the repository: only TensorFlow (and the Keras it ships) is importable.
@@ -63,7 +61,7 @@ def _val_images(run: Path, count: int = 6):
 
 
 def _keras_probabilities(run: Path, pixels: np.ndarray) -> np.ndarray:
-    from keras_googlenet.checkpoints import float32_inference_model, load_checkpoint
+    from keras_googlenet.training.checkpoints import float32_inference_model, load_checkpoint
 
     model = float32_inference_model(load_checkpoint(run / "checkpoints" / "best.keras"))
     return np.asarray(model.predict_on_batch(pixels.astype(np.float32)))
@@ -93,8 +91,8 @@ def test_fresh_process_reload_matches_keras(tiny_run, tiny_export, tmp_path):
     import keras
     import tensorflow as tf
 
-    from keras_googlenet.checkpoints import float32_inference_model, load_checkpoint
-    from keras_googlenet.serving import ServingSpec, compiled_serving_functions
+    from keras_googlenet.serving.graph import ServingSpec, compiled_serving_functions
+    from keras_googlenet.training.checkpoints import float32_inference_model, load_checkpoint
 
     paths, images = _val_images(tiny_run)
     pixels = images[:, 4:76, 4:76, :].astype(np.float32)  # validation's 72 center crop of 80
@@ -153,10 +151,11 @@ def test_serving_preprocessing_matches_validation_pipeline(shared_processed_data
     upsampling then differs by a few levels at the window's edge, so this is near, not exact.
     """
     import tensorflow as tf
-    from tiny_run import tiny_config
+    from helpers import tiny_run_config as tiny_config
 
-    from keras_googlenet.data import make_val_dataset, read_dataset_info
-    from keras_googlenet.serving import ServingSpec, decode_image, preprocess_images
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.data.pipeline import make_val_dataset
+    from keras_googlenet.serving.graph import ServingSpec, decode_image, preprocess_images
 
     config = tiny_config(shared_processed_dataset)
     info = read_dataset_info(config)
@@ -176,7 +175,7 @@ def test_serving_preprocessing_matches_validation_pipeline(shared_processed_data
 def test_preprocess_images_crops_square_then_resizes():
     import tensorflow as tf
 
-    from keras_googlenet.serving import ServingSpec, preprocess_images
+    from keras_googlenet.serving.graph import ServingSpec, preprocess_images
 
     spec = ServingSpec(input_size=4, resize_size=6, crop_square=True, class_names=("a", "b"))
     # A 6x10 image whose columns 2..7 (the center square) are 100, the trimmed sides 0.
@@ -197,7 +196,7 @@ def test_preprocess_images_crops_square_then_resizes():
 
 
 def test_export_refuses_missing_run(tmp_path, capsys):
-    code = run_cli(export_main, ["--run", str(tmp_path / "nope"), "--output", str(tmp_path / "e")])
+    code = cli("export", *["--run-dir", str(tmp_path / "nope"), "--output", str(tmp_path / "e")])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope" in err and "not found" in err
@@ -209,15 +208,15 @@ def test_export_refuses_non_empty_folder_unless_overwrite(tiny_run, tmp_path, ca
     out = tmp_path / "export"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code = run_cli(export_main, ["--run", str(tiny_run), "--output", str(out)])
+    code = cli("export", *["--run-dir", str(tiny_run), "--output", str(out)])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--overwrite" in err and str(out) in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
-    code = run_cli(
-        export_main,
-        ["--run", str(tiny_run), "--output", str(out), "--overwrite", "--checkpoint", "last"],
+    code = cli(
+        "export",
+        *["--run-dir", str(tiny_run), "--output", str(out), "--overwrite", "--checkpoint", "last"],
     )
     assert code == 0
     assert not (out / "keep.txt").exists()
@@ -231,10 +230,10 @@ def test_mixed_bfloat16_run_exports_float32_graph(tiny_run, tmp_path):
     import keras
     import tensorflow as tf
 
-    from keras_googlenet.checkpoints import float32_inference_model, load_checkpoint
     from keras_googlenet.config import load_config, save_config
-    from keras_googlenet.data import read_dataset_info
-    from keras_googlenet.model import build_googlenet
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.model.googlenet import build_googlenet
+    from keras_googlenet.training.checkpoints import float32_inference_model, load_checkpoint
 
     trained = load_checkpoint(tiny_run / "checkpoints" / "best.keras")
     config = load_config(tiny_run / "config.yaml", {"runtime.precision": "mixed_bfloat16"})
@@ -255,7 +254,7 @@ def test_mixed_bfloat16_run_exports_float32_graph(tiny_run, tmp_path):
     save_config(config, run / "config.yaml")
     mixed.save(run / "checkpoints" / "last.keras")
     out = tmp_path / "export"
-    assert run_cli(export_main, ["--run", str(run), "--output", str(out)]) == 0
+    assert cli("export", *["--run-dir", str(run), "--output", str(out)]) == 0
 
     _, images = _val_images(tiny_run)
     loaded = tf.saved_model.load(str(out))

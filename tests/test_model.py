@@ -9,15 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_googlenet.model import (
-    INCEPTION_SPECS,
-    INCEPTION_TABLE,
-    block_params,
-    build_googlenet,
-    format_summary,
-    inference_model,
-    min_input_size,
-)
+from keras_googlenet.model.googlenet import build_googlenet, inference_model
+from keras_googlenet.model.summary import block_params, format_summary
+from keras_googlenet.model.table import INCEPTION_SPECS, INCEPTION_TABLE, min_input_size
 
 # Table 1, written out again by hand (not derived from the code under test):
 # stage -> output (height, width, channels) for a 224x224 input.
@@ -222,7 +216,7 @@ def test_summary_table(model_224):
 
 def test_summary_cli():
     result = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet.model", "--summary", "--input-size", "96"],
+        [sys.executable, "-m", "keras_googlenet", "summary", "--image-size", "96"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -230,7 +224,7 @@ def test_summary_cli():
     assert result.returncode == 0, result.stderr
     assert "inception_5b_output" in result.stdout and "3x3x1024" in result.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet.model", "--summary", "--input-size", "40"],
+        [sys.executable, "-m", "keras_googlenet", "summary", "--image-size", "40"],
         capture_output=True,
         text=True,
         timeout=120,

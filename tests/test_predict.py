@@ -7,10 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import cli
 from PIL import Image
-
-from keras_googlenet.errors import run_cli
-from keras_googlenet.predict import main as predict_main
 
 NAMES = ["class0", "class1", "class2"]
 
@@ -41,9 +39,9 @@ def _expected(tiny_export, path) -> np.ndarray:
 
 @pytest.mark.slow
 def test_predict_export_reports_bad_images_and_predicts_the_rest(tiny_export, images, capsys):
-    args = ["--model", str(tiny_export), "--json", "--top-k", "2"]
+    args = ["--export-dir", str(tiny_export), "--json", "--top-k", "2"]
     files = [images["good"], images["missing"], images["broken"], images["png"]]
-    code = run_cli(predict_main, [*args, *map(str, files)])
+    code = cli("predict", *[*args, *map(str, files)])
     assert code == 1
     out, err = capsys.readouterr()
     results = json.loads(out)
@@ -67,9 +65,9 @@ def test_predict_export_reports_bad_images_and_predicts_the_rest(tiny_export, im
 @pytest.mark.slow
 def test_predict_from_run_folder_matches_export(tiny_run, tiny_export, images, capsys):
     good = str(images["good"])
-    assert run_cli(predict_main, ["--model", str(tiny_export), good, "--json"]) == 0
+    assert cli("predict", *["--export-dir", str(tiny_export), good, "--json"]) == 0
     from_export = json.loads(capsys.readouterr().out)[0]["predictions"]
-    assert run_cli(predict_main, ["--model", str(tiny_run), good]) == 0
+    assert cli("predict", *["--run-dir", str(tiny_run), good]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0] == good
     assert len(text) == 4  # the image, then top-3 (there are 3 classes; asked for 5)
@@ -78,8 +76,8 @@ def test_predict_from_run_folder_matches_export(tiny_run, tiny_export, images, c
 
 
 def test_predict_refuses_unknown_model_folder(tmp_path, capsys):
-    assert run_cli(predict_main, ["--model", str(tmp_path / "nope"), "x.jpg"]) == 2
+    assert cli("predict", *["--run-dir", str(tmp_path / "nope"), "x.jpg"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope: model folder not found" in err
-    assert run_cli(predict_main, ["--model", str(tmp_path), "x.jpg"]) == 2
+    assert cli("predict", *["--run-dir", str(tmp_path), "x.jpg"]) == 2
     assert "neither an export" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_processed_dataset
+from helpers import cli, write_processed_dataset
 from PIL import Image
 
 from keras_googlenet.errors import UserError
@@ -183,10 +183,10 @@ def test_outputs_match_what_the_pipeline_reads(messy, tmp_path):
 
 def test_training_pipeline_reads_the_output(messy):
     from keras_googlenet.config import load_config
-    from keras_googlenet.data import read_dataset_info
+    from keras_googlenet.data.dataset_info import read_dataset_info
 
     _, _, out, summary = messy
-    info = read_dataset_info(load_config().replace({"data.input_dir": str(out)}))
+    info = read_dataset_info(load_config(overrides={"data.input_dir": str(out)}))
     assert info.class_names == ("cats", "owls", "dogs") and not info.skipped
     assert (info.train_size, info.val_size) == (summary.train, summary.val)
     assert info.mean_rgb == tuple(summary.mean_rgb[c] for c in "RGB")
@@ -352,9 +352,9 @@ def test_crash_while_writing_tables_then_rerun(tmp_path, monkeypatch):
     assert snapshot(out) == snapshot(tmp_path / "fresh")
 
 
-def cli(*args: str, **kwargs) -> subprocess.Popen:
+def start_preprocessor(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "preprocessing.image_dir_preprocessor", *args],
+        [sys.executable, "-m", "keras_googlenet", "preprocess", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -391,8 +391,8 @@ def wait_for_staged(out: Path, count: int, proc: subprocess.Popen, timeout: floa
 
 def slow_run(folder: Path, out: Path, workers: int) -> subprocess.Popen:
     """The preprocessor CLI on the slow folder, as the interruption tests start it."""
-    args = ["--input", str(folder), "--output", str(out), "--size", "32", "--no-progress"]
-    return cli(*args, "--workers", str(workers))
+    args = ["--input", str(folder), "--output", str(out), "--image-size", "32", "--no-progress"]
+    return start_preprocessor(*args, "--workers", str(workers))
 
 
 @pytest.mark.slow
@@ -438,8 +438,8 @@ def test_cli_config_values_and_flags_win(tmp_path):
         f"preprocess:\n  size: 20\n  val_split: 0.5\n  include_clutter: true\n"
         f"  source_dir: {raw}\ndata:\n  input_dir: {tmp_path / 'out'}\n"
     )
-    argv = ["--config", str(recipe), "--size", "28", "--no-include-clutter", "--no-progress"]
-    assert pre.main(argv) == 0
+    argv = ["--config", str(recipe), "--image-size", "28", "--no-include-clutter", "--no-progress"]
+    assert cli("preprocess", *argv) == 0
     assert len(read_csv(tmp_path / "out/categories.csv")) == 3  # the flag won
     assert len(read_csv(tmp_path / "out/val.csv")) == 9  # val_split 0.5 from the file
     name = read_csv(tmp_path / "out/train.csv")[0]["image"]
@@ -462,7 +462,11 @@ def test_cli_config_values_and_flags_win(tmp_path):
             ["--input", "{raw}", "--output", "{tmp}/o", "--val-split", "0"],
             "--val-split",
         ),
-        ("bad int", ["--input", "{raw}", "--output", "{tmp}/o", "--size", "big"], "--size"),
+        (
+            "bad int",
+            ["--input", "{raw}", "--output", "{tmp}/o", "--image-size", "big"],
+            "--image-size",
+        ),
         ("no output", ["--input", "{raw}"], "--output is required"),
         ("not empty", ["--input", "{raw}", "--output", "{tmp}/flat"], "--overwrite"),
         ("config key", ["--config", "{tmp}/bad.yaml", "--output", "{tmp}/o"], "preprocess.sise"),
@@ -480,7 +484,7 @@ def test_cli_bad_arguments_one_line_exit_2(tmp_path, case, args, message):
     (tmp_path / "bad.yaml").write_text("preprocess:\n  sise: 10\n")
     (tmp_path / "zero.yaml").write_text("preprocess:\n  workers: 0\n")
     argv = [a.format(tmp=tmp_path, raw=raw) for a in args]
-    proc = cli(*argv)
+    proc = start_preprocessor(*argv)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, (case, stderr)
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr

@@ -8,10 +8,11 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import cli
 from test_cifar import write_cifar_archive, write_cifar_batches, write_cifar_image_folder
 
-from keras_googlenet import cifar, quickcheck
-from keras_googlenet.errors import run_cli
+from keras_googlenet import quickcheck
+from keras_googlenet.data import cifar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs", "1", "--image-size", "65", "--set", "data.batch_size=4", "--offline"]
@@ -50,7 +51,7 @@ def test_quickcheck_on_the_real_archive_format(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(cifar.OFFLINE_ENV, "1")
     archive = write_cifar_archive(tmp_path)
     run = tmp_path / "run"
-    code = run_cli(quickcheck.main, ["--data-dir", str(archive), "--run-dir", str(run), *TINY])
+    code = cli("quickcheck", *["--input", str(archive), "--run-dir", str(run), *TINY])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "20 training and 8 validation images" in out.out
@@ -65,7 +66,7 @@ def test_quickcheck_on_the_real_archive_format(tmp_path, capsys, monkeypatch):
         assert (run / path).exists(), path
 
     # The same command again: the finished run is recognised, the verdict printed again.
-    code = run_cli(quickcheck.main, ["--data-dir", str(archive), "--run-dir", str(run), *TINY])
+    code = cli("quickcheck", *["--input", str(archive), "--run-dir", str(run), *TINY])
     out = capsys.readouterr()
     assert code == 0 and "already finished" in out.err
     assert out.out.strip().splitlines()[-1].startswith("quick check: val accuracy")
@@ -76,7 +77,7 @@ def test_quickcheck_cli_on_an_image_folder(tmp_path):
     root = write_cifar_image_folder(tmp_path / "cifar_images")
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet", "quickcheck", "--data-dir", str(root)]
+        [sys.executable, "-m", "keras_googlenet", "quickcheck", "--input", str(root)]
         + ["--run-dir", str(run), *TINY],
         cwd=tmp_path,
         env=_env(tmp_path),
@@ -91,10 +92,10 @@ def test_quickcheck_cli_on_an_image_folder(tmp_path):
 
 
 def test_no_data_offline_is_one_clear_message(tmp_path):
-    # No --data-dir, nothing in data/cifar10 or the Keras cache, no network: exit 2, one line
+    # No --input, nothing in data/cifar10 or the Keras cache, no network: exit 2, one line
     # that says what to download and where to put it, before TensorFlow is even imported.
     proc = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet.quickcheck", "--fast"],
+        [sys.executable, "-m", "keras_googlenet", "quickcheck", "--fast"],
         cwd=tmp_path,
         env=_env(tmp_path),
         capture_output=True,
@@ -109,8 +110,8 @@ def test_no_data_offline_is_one_clear_message(tmp_path):
 
 
 def test_bad_data_dir_and_bad_flags(tmp_path, capsys):
-    assert run_cli(quickcheck.main, ["--data-dir", str(tmp_path / "nope"), "--offline"]) == 2
+    assert cli("quickcheck", *["--input", str(tmp_path / "nope"), "--offline"]) == 2
     assert "no CIFAR-10 copy there" in capsys.readouterr().err
     folder = write_cifar_batches(tmp_path / "copy")[0]
-    code = run_cli(quickcheck.main, ["--data-dir", str(folder), "--image-size", "40"])
+    code = cli("quickcheck", *["--input", str(folder), "--image-size", "40"])
     assert code == 2 and "model.input_size" in capsys.readouterr().err

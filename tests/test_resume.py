@@ -8,18 +8,17 @@ import math
 import keras
 import numpy as np
 import pytest
-from helpers import write_processed_dataset
-from train_helpers import REPO, run_train_cli, scalar_steps, tiny_overrides
+from helpers import REPO, run_train_cli, scalar_steps, tiny_overrides, write_processed_dataset
 
-from keras_googlenet.callbacks import (
+from keras_googlenet.training.callbacks import (
     ResumableBackup,
     purge_events,
     read_backup_state,
     read_history,
     truncate_history,
 )
-from keras_googlenet.run_dir import RunDir
-from keras_googlenet.train import KILL_ENV
+from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.train import KILL_ENV
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
 

@@ -8,9 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_googlenet.callbacks import EpochStats
 from keras_googlenet.config import ScheduleConfig
-from keras_googlenet.schedules import PersistentReduceLROnPlateau, lr_scheduler, scheduled_lr
+from keras_googlenet.training.callbacks import EpochStats
+from keras_googlenet.training.schedules import (
+    PersistentReduceLROnPlateau,
+    lr_scheduler,
+    scheduled_lr,
+)
 
 
 def lrs_through_fit(schedule, base_lr, epochs):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_googlenet import shapes
+from keras_googlenet.data import shapes
 from keras_googlenet.errors import UserError, run_cli
 
 

@@ -15,15 +15,14 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from helpers import write_processed_dataset
+from helpers import REPO, cli, tiny_config, tiny_overrides, write_processed_dataset
 from PIL import Image
-from train_helpers import REPO, tiny_config, tiny_overrides
 
-from keras_googlenet.callbacks import read_history
-from keras_googlenet.errors import UserError, run_cli
-from keras_googlenet.precision import choose_policy, cpu_flags
-from keras_googlenet.run_dir import RunDir
-from keras_googlenet.train import main, resolve_run_dir, train
+from keras_googlenet.errors import UserError
+from keras_googlenet.training.callbacks import read_history
+from keras_googlenet.training.precision import choose_policy, cpu_flags
+from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.train import resolve_run_dir, train
 
 HEADS = ("main", "aux_4a", "aux_4d")
 TRAIN_SCALARS = {
@@ -152,11 +151,11 @@ def test_cli_on_finished_changed_and_foreign_folders(finished_run, tmp_path, cap
         args += ["--set", value]
     history = run.history.read_text()
 
-    assert run_cli(main, args) == 0
+    assert cli("train", *args) == 0
     assert "already finished" in capsys.readouterr().err
     assert run.history.read_text() == history
 
-    assert run_cli(main, [*args, "--set", "optimizer.lr=0.5", "--set", "data.batch_size=2"]) == 2
+    assert cli("train", *[*args, "--set", "optimizer.lr=0.5", "--set", "data.batch_size=2"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "optimizer.lr" in err and "data.batch_size" in err
     assert err.count("\n") == 1  # one line, no traceback
@@ -164,7 +163,7 @@ def test_cli_on_finished_changed_and_foreign_folders(finished_run, tmp_path, cap
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert run_cli(main, [*args[:2], "--run-dir", str(foreign), *args[4:]]) == 2
+    assert cli("train", *[*args[:2], "--run-dir", str(foreign), *args[4:]]) == 2
     assert "no config.yaml" in capsys.readouterr().err
 
     assert resolve_run_dir(cfg, run.root) == run.root
@@ -172,8 +171,9 @@ def test_cli_on_finished_changed_and_foreign_folders(finished_run, tmp_path, cap
 
 
 def test_missing_input_dir_is_one_line(tmp_path, capsys):
-    code = run_cli(
-        main, ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(tmp_path / "r")]
+    code = cli(
+        "train",
+        *["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(tmp_path / "r")],
     )
     assert code == 2
     assert "data.input_dir" in capsys.readouterr().err
@@ -181,16 +181,16 @@ def test_missing_input_dir_is_one_line(tmp_path, capsys):
 
 def test_failed_start_does_not_lock_the_folder(tmp_path, capsys):
     """A start refused for a wrong data path leaves config.yaml; the fixed command may reuse it."""
-    from keras_googlenet.config import load_config
-    from keras_googlenet.train import run_state
+    from keras_googlenet.config import apply_overrides, load_config
+    from keras_googlenet.training.train import run_state
 
     run = RunDir(tmp_path / "r")
     args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
-    assert run_cli(main, [*args, "--set", f"data.input_dir={tmp_path / 'typo'}"]) == 2
+    assert cli("train", *[*args, "--set", f"data.input_dir={tmp_path / 'typo'}"]) == 2
     assert "typo" in capsys.readouterr().err and run.config.is_file()
 
     fixed = load_config(REPO / "configs" / "smoke.yaml", [f"data.input_dir={tmp_path}"])
-    fixed = fixed.replace({"paths.run_dir": str(run.root)})
+    fixed = apply_overrides(fixed, {"paths.run_dir": str(run.root)})
     assert run_state(run, fixed) == "new"  # nothing was trained: the folder is taken over
     run.history.write_text("epoch,loss\n0,1.5\n")
     with pytest.raises(UserError, match="different config"):
@@ -217,8 +217,8 @@ def test_mixed_float16_step_has_finite_loss(tmp_path):
     training path in test_distributed.py (with two replicas)."""
     import tensorflow as tf
 
-    from keras_googlenet.precision import precision_policy
-    from keras_googlenet.train import build_model, compile_model
+    from keras_googlenet.training.precision import precision_policy
+    from keras_googlenet.training.train import build_model, compile_model
 
     cfg = tiny_config(tmp_path, **{"runtime.precision": "mixed_float16"})
 
@@ -244,7 +244,7 @@ def test_mixed_float16_step_has_finite_loss(tmp_path):
 
 
 def test_label_smoothing_loss_matches_keras_on_one_hot():
-    from keras_googlenet.train import SparseCategoricalCrossentropyWithSmoothing
+    from keras_googlenet.training.train import SparseCategoricalCrossentropyWithSmoothing
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), size=6).astype("float32")
@@ -260,7 +260,7 @@ def test_label_smoothing_loss_matches_keras_on_one_hot():
 
 def test_weight_decay_skips_batch_norm_and_biases():
     from keras_googlenet.config import OptimizerConfig
-    from keras_googlenet.train import make_optimizer
+    from keras_googlenet.training.train import make_optimizer
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)

@@ -6,9 +6,8 @@ import io
 from pathlib import Path
 
 from keras_googlenet.atomic import atomic_write_bytes
-from keras_googlenet.callbacks import read_history
-
-HEADS = ("main", "aux_4a", "aux_4d")
+from keras_googlenet.model.table import OUTPUT_NAMES as HEADS
+from keras_googlenet.training.callbacks import read_history
 
 
 def _series(rows, key):

@@ -8,7 +8,7 @@ all classes). Like a real folder the images have varied sizes and aspect ratios,
 grayscale, and a few files are broken (zero bytes, a truncated JPEG, text named `.jpg`) so the
 preprocessor's skip path runs. A few more images, outside the dataset, are kept for prediction.
 
-    python -m keras_googlenet.shapes --output data/shapes --per-class 300
+    python -m keras_googlenet.data.shapes --output data/shapes --per-class 300
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def write_shapes_dataset(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.shapes", description=__doc__.split("\n\n")[0]
+        prog="python -m keras_googlenet.data.shapes", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--output", required=True, help="dataset folder to create")
     parser.add_argument("--per-class", type=int, default=300, help="images per class")

@@ -1,6 +1,6 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
-    python -m keras_googlenet.evaluate --run runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
+    python -m keras_googlenet.evaluation.evaluate --run runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
@@ -18,7 +18,6 @@ checkpoint, not a result to protect.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -30,16 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
-from keras_googlenet.checkpoints import (
-    CHECKPOINT_HELP,
+from keras_googlenet.config import apply_overrides, require
+from keras_googlenet.errors import UserError
+from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
     open_run,
     pick_checkpoint,
     run_config,
 )
-from keras_googlenet.config import require
-from keras_googlenet.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +257,8 @@ def evaluate_run(
     Returns:
         The metrics written to metrics.json, plus `output` (the report folder).
     """
-    from keras_googlenet.data import make_val_dataset, read_dataset_info
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.data.pipeline import make_val_dataset
 
     started = time.time()
     run = open_run(run)
@@ -279,7 +278,7 @@ def evaluate_run(
     }
     if batch_size is not None:
         overrides["data.batch_size"] = batch_size
-    config = config.replace(overrides, "evaluate")
+    config = apply_overrides(config, overrides, "evaluate")
     info = read_dataset_info(config)
 
     model = float32_inference_model(load_checkpoint(path))
@@ -344,23 +343,11 @@ def _count_rows(csv_file: Path) -> int:
         return max(sum(1 for _ in csv.reader(f)) - 1, 0)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.evaluate",
-        description="Top-1, top-5, loss, per-class accuracy and a confusion matrix of a run.",
-    )
-    parser.add_argument("--run", required=True, help="the training run folder")
-    parser.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
-    parser.add_argument(
-        "--csv", help="CSV (image,class) to evaluate; default: the run's validation CSV"
-    )
-    parser.add_argument("--images", help="folder of the CSV's images (default: see docs)")
-    parser.add_argument("--output", help="report folder (default: RUN/eval/<checkpoint>-<csv>)")
-    parser.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Runs `keras-googlenet evaluate` and prints the headline numbers."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     m = evaluate_run(
-        args.run,
+        args.run_dir,
         checkpoint=args.checkpoint,
         csv_path=args.csv,
         images_dir=args.images,
@@ -373,7 +360,3 @@ def main(argv=None) -> int:
     )
     print(f"report: {m['output']}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -3,7 +3,7 @@
 `data.albumentations: [{HorizontalFlip: {p: 0.5}}, {CLAHE: {clip_limit: 2}}]` (class names and
 parameters are albumentations') is compiled into one `A.Compose` and run per image through
 `tf.numpy_function`, after `data.train_augment`. It runs in Python under the GIL, so it is
-slower than the TensorFlow transforms of `keras_googlenet.augment` (see bench/pipeline.py):
+slower than the TensorFlow transforms of `keras_googlenet.data.augment` (see bench/pipeline.py):
 use it for what those lack.
 """
 
@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from keras_googlenet.config import ConfigError
+from keras_googlenet.errors import ConfigError
 
 
 class Albumentations:

@@ -16,7 +16,7 @@ changes are rounded and clipped to 0..255); the pipeline ships raw pixels and th
 normalizes them.
 
 `data.albumentations` (e.g. `[{HorizontalFlip: {p: 0.5}}]`) runs after these transforms; see
-`keras_googlenet.albumentations_ops`.
+`keras_googlenet.data.albumentations_ops`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_googlenet.config import ConfigError
+from keras_googlenet.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # Helpers.
@@ -487,7 +487,7 @@ def compile_augment(entries, key: str = "data.train_augment", source: str = "con
 
 def check_data_config(data, source: str = "config") -> None:
     """Compiles the augmentation lists of a `DataConfig` so mistakes surface at load time."""
-    from keras_googlenet.albumentations_ops import compile_albumentations
+    from keras_googlenet.data.albumentations_ops import compile_albumentations
 
     compile_augment(data.train_augment, "data.train_augment", source)
     compile_augment(data.val_augment, "data.val_augment", source)

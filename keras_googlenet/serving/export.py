@@ -1,6 +1,6 @@
 """Export a trained run as a self-contained SavedModel (plus a `.keras` inference model).
 
-    python -m keras_googlenet.export --run runs/NAME --output exports/NAME [--checkpoint best]
+    python -m keras_googlenet.serving.export --run runs/NAME --output exports/NAME [--checkpoint best]
 
 The folder holds a SavedModel that needs TensorFlow only, no project code:
 
@@ -10,13 +10,12 @@ The folder holds a SavedModel that needs TensorFlow only, no project code:
     DIR/export.json                      preprocessing, classes, source checkpoint, versions
 
 Reload with `tf.saved_model.load(DIR).serve_images(uint8_images)` or
-`keras.layers.TFSMLayer(DIR, call_endpoint="serve_images")`; see `keras_googlenet.serving` for the
+`keras.layers.TFSMLayer(DIR, call_endpoint="serve_images")`; see `keras_googlenet.serving.graph` for the
 preprocessing done inside the graph. Mixed-precision runs export a float32 graph.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,15 +23,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keras_googlenet.checkpoints import (
-    CHECKPOINT_HELP,
+from keras_googlenet.errors import UserError
+from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
     open_run,
     pick_checkpoint,
     run_config,
 )
-from keras_googlenet.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ def export_model(model, spec, output, *, overwrite: bool = False, metadata: dict
     import tensorflow as tf
     from absl import logging as absl_logging
 
-    from keras_googlenet.serving import OUTPUT_KEYS, make_serving_functions
+    from keras_googlenet.serving.graph import OUTPUT_KEYS, make_serving_functions
 
     output = Path(output)
     check_output(output, overwrite)
@@ -136,15 +134,15 @@ def export_run(run, output, *, checkpoint: str = "best", overwrite: bool = False
     Args:
         run: the run folder.
         output: the export folder.
-        checkpoint: `best`, `last` or a `.keras` path (see `keras_googlenet.checkpoints`).
+        checkpoint: `best`, `last` or a `.keras` path (see `keras_googlenet.training.checkpoints`).
         overwrite: replace an existing non-empty export folder.
         top_k: how many classes the top-k outputs hold.
 
     Returns:
         The export folder as a `Path`.
     """
-    from keras_googlenet.data import read_dataset_info
-    from keras_googlenet.serving import ServingSpec
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.serving.graph import ServingSpec
 
     output = Path(output)
     check_output(output, overwrite)  # before the slow part
@@ -169,22 +167,11 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.export",
-        description="Export a run's checkpoint as a SavedModel that needs only TensorFlow.",
-    )
-    parser.add_argument("--run", required=True, help="the training run folder")
-    parser.add_argument("--output", required=True, help="the export folder to write")
-    parser.add_argument("--checkpoint", default="best", help=CHECKPOINT_HELP)
-    parser.add_argument("--top-k", type=int, default=5, help="classes in the top-k outputs")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    args = parser.parse_args(argv)
-    if args.top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+def run(args) -> int:
+    """Runs `keras-googlenet export`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = export_run(
-        args.run,
+        args.run_dir,
         args.output,
         checkpoint=args.checkpoint,
         overwrite=args.overwrite,
@@ -193,7 +180,3 @@ def main(argv=None) -> int:
     size = folder_size(out)
     print(f"exported to {out} ({size / 2**20:.1f} MiB); default signature: serve_images")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -1,6 +1,6 @@
 """CIFAR-10 for the quick check: a local copy first, a download only where there is internet.
 
-Accepted local copies (pass the file or a folder holding it with `--data-dir`, or put it in
+Accepted local copies (pass the file or a folder holding it with `--input`, or put it in
 `data/cifar10/`):
 
 - `cifar-10-python.tar.gz`, the archive from https://www.cs.toronto.edu/~kriz/cifar.html, read
@@ -52,7 +52,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 HOW_TO_PROVIDE = (
     "CIFAR-10 not found and it cannot be downloaded here (no network). Download "
     f"https://www.cs.toronto.edu/~kriz/{ARCHIVE} on a machine with internet and put it in "
-    f"{DEFAULT_DIR}/ (or pass --data-dir DIR): the archive as it is, its extracted {BATCHES}/ "
+    f"{DEFAULT_DIR}/ (or pass --input DIR): the archive as it is, its extracted {BATCHES}/ "
     "folder, or an image folder with train/<class>/* and test/<class>/*"
 )
 

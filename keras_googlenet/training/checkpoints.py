@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keras_googlenet.config import Config, load_config
 from keras_googlenet.errors import UserError
-from keras_googlenet.run_dir import RunDir
+from keras_googlenet.training.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def float32_inference_model(model):
     """
     import keras
 
-    from keras_googlenet.model import inference_model
+    from keras_googlenet.model.googlenet import inference_model
 
     main = inference_model(model)
     if all(layer.dtype_policy.name == "float32" for layer in main.layers):

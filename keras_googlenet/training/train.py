@@ -1,4 +1,4 @@
-"""Training: `python -m keras_googlenet.train --config FILE [--set KEY=VALUE ...]`.
+"""Training: `python -m keras_googlenet.training.train --config FILE [--set KEY=VALUE ...]`.
 
 One `model.fit` over the three-output GoogLeNet, in a run folder (`RunDir`) that holds the
 resolved config, the log, checkpoints, the resume backup, TensorBoard logs, history.csv and PNG
@@ -13,7 +13,6 @@ Metric names (history.csv columns, TensorBoard tags `epoch_NAME` under train/ an
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -25,11 +24,12 @@ from pathlib import Path
 import keras
 import yaml
 
-from keras_googlenet import callbacks as cb
-from keras_googlenet.config import Config, add_config_args, load_config, require, save_config
-from keras_googlenet.errors import UserError, run_cli
-from keras_googlenet.model import OUTPUT_NAMES, build_googlenet
-from keras_googlenet.run_dir import RunDir
+from keras_googlenet.config import Config, apply_overrides, load_config, require, save_config
+from keras_googlenet.errors import UserError
+from keras_googlenet.model.googlenet import build_googlenet
+from keras_googlenet.model.table import OUTPUT_NAMES
+from keras_googlenet.training import callbacks as cb
+from keras_googlenet.training.run_dir import RunDir
 
 log = logging.getLogger("keras_googlenet")
 
@@ -255,9 +255,10 @@ def _datasets(cfg: Config, strategy, datasets):
     if datasets is not None:
         train_ds, val_ds, info = datasets
         return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1))))
-    from keras_googlenet import data
+    from keras_googlenet.data import pipeline as data
+    from keras_googlenet.data.dataset_info import read_dataset_info
 
-    info = data.read_dataset_info(cfg)
+    info = read_dataset_info(cfg)
     train_data = data.distribute_for_fit(
         strategy, lambda ctx: data.make_train_dataset(cfg, info, input_context=ctx)
     )
@@ -278,7 +279,7 @@ def _grid_images(sample_fn):
 
 def _callbacks(cfg, run: RunDir, own: RunDir, *, chief, initial_epoch, best, global_batch):
     s, t = cfg.schedule, cfg.training
-    from keras_googlenet import schedules
+    from keras_googlenet.training import schedules
 
     callbacks = [
         schedules.lr_scheduler(s, cfg.optimizer.lr, t.epochs),
@@ -345,10 +346,10 @@ def train(
     """
     import tensorflow as tf
 
-    from keras_googlenet import data
+    from keras_googlenet.data import pipeline as data
     from keras_googlenet.logs import run_logging
-    from keras_googlenet.precision import choose_policy, precision_policy
-    from keras_googlenet.strategy import (
+    from keras_googlenet.training.precision import choose_policy, precision_policy
+    from keras_googlenet.training.strategy import (
         describe,
         is_chief,
         make_strategy,
@@ -362,7 +363,7 @@ def train(
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
     run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart and chief))
-    cfg = cfg.replace({"paths.run_dir": str(run.root)})
+    cfg = apply_overrides(cfg, {"paths.run_dir": str(run.root)})
     state = run_state(run, cfg) if chief else ("done" if run.done.exists() else "resume")
     epochs = cfg.training.epochs
     result = {"run_dir": str(run.root), "epochs": epochs}
@@ -417,7 +418,7 @@ def train(
                 patch_keras_for_multi_worker(model, sample_fn())
             log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
             if log.isEnabledFor(logging.DEBUG):
-                from keras_googlenet.model import format_summary
+                from keras_googlenet.model.googlenet import format_summary
 
                 log.debug("layer output sizes:\n%s", format_summary(model))
 
@@ -472,7 +473,7 @@ def train(
         if not chief:
             shutil.rmtree(own.backup, ignore_errors=True)
         if chief:
-            from keras_googlenet.plots import plot_history
+            from keras_googlenet.training.plots import plot_history
 
             plot_history(run.history, run.plots)
             run.done.write_text(f"{epochs} epochs\n")
@@ -505,18 +506,8 @@ def _write_tensorboard_extras(model, run: RunDir, sample_fn) -> None:
         log.warning("could not write the training image grid to TensorBoard: %s", e)
 
 
-def main(argv=None) -> int:
-    """The command line: `--config FILE [--set K=V ...] [--run-dir DIR] [--restart]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.train",
-        description="Train GoogLeNet; run the same command again to resume after a crash.",
-    )
-    add_config_args(parser)
-    parser.add_argument("--run-dir", help="run folder (default: paths.runs_dir/project_name)")
-    parser.add_argument(
-        "--restart", action="store_true", help="start afresh in a new folder (NAME-2, ...)"
-    )
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """Runs `keras-googlenet train`: train or resume, then print the final numbers."""
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, args.run_dir, restart=args.restart)
     metrics = result.get("metrics") or {}
@@ -526,7 +517,3 @@ def main(argv=None) -> int:
             f"val_main_top5 {metrics.get('val_main_top5', math.nan):.4f}"
         )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -1,6 +1,6 @@
 """Classify image files with an exported SavedModel or a run's checkpoint.
 
-    python -m keras_googlenet.predict --model EXPORT_DIR_or_RUN IMAGE [IMAGE ...] [--top-k 5]
+    python -m keras_googlenet.serving.predict --model EXPORT_DIR_or_RUN IMAGE [IMAGE ...] [--top-k 5]
 
 Each image is read the way the preprocessor reads the dataset (any format Pillow opens, EXIF
 orientation applied, grayscale/CMYK/alpha made RGB, center square resized to `preprocess.size`)
@@ -11,7 +11,6 @@ predicted; the exit code is then 1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -20,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_googlenet.checkpoints import CHECKPOINT_HELP
-from keras_googlenet.errors import UserError, run_cli
+from keras_googlenet.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,7 @@ class Predictor:
 
 
 def load_export(path: Path) -> Predictor:
-    """A predictor on an export folder written by `keras_googlenet.export`."""
+    """A predictor on an export folder written by `keras_googlenet.serving.export`."""
     import tensorflow as tf
 
     info_file = path / "export.json"
@@ -80,15 +78,15 @@ def load_export(path: Path) -> Predictor:
 
 def load_run(path: Path, checkpoint: str) -> Predictor:
     """A predictor on a run folder's checkpoint (same graph as the export, built in memory)."""
-    from keras_googlenet.checkpoints import (
+    from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.serving.graph import ServingSpec, compiled_serving_functions
+    from keras_googlenet.training.checkpoints import (
         float32_inference_model,
         load_checkpoint,
         open_run,
         pick_checkpoint,
         run_config,
     )
-    from keras_googlenet.data import read_dataset_info
-    from keras_googlenet.serving import ServingSpec, compiled_serving_functions
 
     run = open_run(path)
     config = run_config(run)
@@ -177,20 +175,9 @@ def format_text(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_googlenet.predict",
-        description="Top-k classes of image files, from an export folder or a run folder.",
-    )
-    parser.add_argument("--model", required=True, help="export folder or training run folder")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--top-k", type=int, default=5, help="classes to list per image")
-    parser.add_argument("--json", action="store_true", help="print one JSON list")
-    parser.add_argument("--checkpoint", default="best", help=f"run folders only: {CHECKPOINT_HELP}")
-    args = parser.parse_args(argv)
-    if args.top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {args.top_k}")
-    predictor = load_predictor(args.model, args.checkpoint)
+def run(args) -> int:
+    """Runs `keras-googlenet predict`: exit 1 if any image failed."""
+    predictor = load_predictor(args.export_dir or args.run_dir, args.checkpoint)
     results = predict_files(predictor, args.images, args.top_k)
     failed = [r for r in results if "error" in r]
     for r in failed:
@@ -205,7 +192,3 @@ def main(argv=None) -> int:
         print(f"{len(failed)} of {len(results)} image(s) failed", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

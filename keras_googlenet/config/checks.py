@@ -1,0 +1,81 @@
+"""Value checks: settings of the right type that still cannot work, named by dotted key."""
+
+from __future__ import annotations
+
+import difflib
+
+from keras_googlenet.config.schema import Config
+from keras_googlenet.errors import ConfigError
+from keras_googlenet.model.table import OUTPUT_NAMES, min_input_size
+
+
+def validate(config: Config, source: str) -> Config:
+    """Checks values that have the right type but cannot work; returns `config`."""
+
+    def bad(key, why):
+        raise ConfigError(f"{source}: '{key}' {why}")
+
+    m, p, d, o, s, t = (
+        config.model,
+        config.preprocess,
+        config.data,
+        config.optimizer,
+        config.schedule,
+        config.training,
+    )
+    if m.num_classes is not None and m.num_classes < 2:
+        bad("model.num_classes", f"must be at least 2, got {m.num_classes}")
+    smallest = min_input_size(m.aux_heads)
+    if m.input_size < smallest:
+        why = " with aux_heads on" if m.aux_heads else ""
+        bad("model.input_size", f"must be at least {smallest}{why}, got {m.input_size}")
+    for key, rate in (("model.dropout", m.dropout), ("model.aux_dropout", m.aux_dropout)):
+        if not 0 <= rate < 1:
+            bad(key, f"must be in [0, 1), got {rate}")
+    if not 0 < p.val_split < 1:
+        bad("preprocess.val_split", f"must be between 0 and 1 (exclusive), got {p.val_split}")
+    if p.size < 1:
+        bad("preprocess.size", f"must be positive, got {p.size}")
+    if p.workers is not None and p.workers < 1:
+        bad("preprocess.workers", f"must be at least 1, got {p.workers}")
+    if d.batch_size < 1:
+        bad("data.batch_size", f"must be at least 1, got {d.batch_size}")
+    if d.std_rgb <= 0:
+        bad("data.std_rgb", f"must be positive, got {d.std_rgb}")
+    for key in ("steps_per_epoch", "validation_steps"):
+        value = getattr(d, key)
+        if value is not None and value < 1:
+            bad(f"data.{key}", f"must be at least 1 or null, got {value}")
+    # The transform registry imports TensorFlow, so only here, when values are checked.
+    from keras_googlenet.data.augment import check_data_config
+
+    check_data_config(d, source)  # unknown transforms or parameters, named by list index
+    if o.lr <= 0:
+        bad("optimizer.lr", f"must be positive, got {o.lr}")
+    if o.weight_decay < 0:
+        bad("optimizer.weight_decay", f"must not be negative, got {o.weight_decay}")
+    if not 0 <= o.momentum < 1:
+        bad("optimizer.momentum", f"must be in [0, 1), got {o.momentum}")
+    if not 0 < s.factor < 1:
+        bad("schedule.factor", f"must be between 0 and 1, got {s.factor}")
+    for key in ("warmup_epochs", "patience"):
+        if getattr(s, key) < 0:
+            bad(f"schedule.{key}", f"must not be negative, got {getattr(s, key)}")
+    if s.decay_every < 1:
+        bad("schedule.decay_every", f"must be at least 1, got {s.decay_every}")
+    if t.epochs < 1:
+        bad("training.epochs", f"must be at least 1, got {t.epochs}")
+    if t.checkpoint_interval < 1:
+        bad("training.checkpoint_interval", f"must be at least 1, got {t.checkpoint_interval}")
+    if isinstance(t.backup_every, int) and t.backup_every < 1:
+        bad("training.backup_every", f"must be 'epoch' or at least 1, got {t.backup_every}")
+    if not 0 <= t.label_smoothing < 1:
+        bad("training.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    for head, weight in t.loss_weights.items():
+        if head not in OUTPUT_NAMES:
+            close = difflib.get_close_matches(str(head), OUTPUT_NAMES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            bad(f"training.loss_weights.{head}", f"is not an output of the model{hint}")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            bad(f"training.loss_weights.{head}", f"must be a non-negative number, got {weight!r}")
+    return config

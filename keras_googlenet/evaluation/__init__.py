@@ -1,0 +1,1 @@
+"""Evaluation of a run's checkpoint: metrics, per-class report, confusion matrix."""

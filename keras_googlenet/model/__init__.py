@@ -1,0 +1,1 @@
+"""The network: Table 1 as data (`table`), the Keras builder (`googlenet`), the summary job."""

@@ -1,0 +1,1 @@
+"""Serving: the SavedModel export, its serving graph, and prediction on image files."""
