@@ -95,7 +95,11 @@ def _job_parsers(sub) -> None:
 
     def job(name, **kw):
         return sub.add_parser(
-            name, help=JOBS[name][1], description=JOBS[name][1], parents=[common], **kw
+            name,
+            description=JOBS[name][1],
+            parents=[common],
+            allow_abbrev=False,  # --run must not pass for --run-dir
+            **kw,
         )
 
     p = job("preprocess")
@@ -201,12 +205,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=16, width=100),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="jobs:\n" + "\n".join(f"  {job:<12}{text}" for job, (_, text) in JOBS.items()),
         description="GoogLeNet (Inception v1) with Keras 3 and TensorFlow: prepare images, "
         "train, evaluate, export, predict. `keras-googlenet JOB --help` for a job's flags.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="job", metavar="JOB", title="jobs", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="job", metavar="JOB", help="one of the jobs below")
     _job_parsers(sub)
     return parser
 

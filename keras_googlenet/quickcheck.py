@@ -15,7 +15,6 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from keras_googlenet.config import apply_overrides, load_config
@@ -30,20 +29,6 @@ SEED_ACCURACY, SEED_EPOCHS, SEED_SIZE = 0.819, 25, 224
 # they still lagged after two epochs (train accuracy far above validation on a synthetic set).
 FAST = {"train_per_class": 500, "test_per_class": 100, "image_size": 72, "epochs": 3}
 FAST_BATCH = 32
-
-
-@dataclass(frozen=True)
-class CifarInfo:
-    """What `train()` needs to know about injected datasets."""
-
-    class_names: tuple[str, ...]
-    train_size: int
-    val_size: int
-    mean_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the recipe scales to [0, 1] only
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 def make_datasets(cifar, image_size: int, batch_size: int, seed: int = 0):
@@ -142,6 +127,9 @@ def run(args) -> int:
         overrides["model.input_size"] = args.image_size or fast["image_size"]
     # --set wins over the flags above.
     cfg = apply_overrides(load_config(args.config), overrides, "quickcheck flags")
+    # CIFAR images are resized straight to the input size; an export of the run does the same.
+    square = {"preprocess.size": cfg.model.input_size, "preprocess.center_crop": False}
+    cfg = apply_overrides(cfg, square, "quickcheck")
     if args.overrides:
         cfg = apply_overrides(cfg, args.overrides)
     if cfg.data.batch_size > len(cifar.y_train):
@@ -150,13 +138,20 @@ def run(args) -> int:
             "training images"
         )
 
+    from keras_googlenet.data.dataset_info import DatasetInfo
     from keras_googlenet.training.callbacks import read_history
     from keras_googlenet.training.run_dir import RunDir
     from keras_googlenet.training.train import train
 
     size = cfg.model.input_size
     train_ds, val_ds = make_datasets(cifar, size, cfg.data.batch_size, seed=cfg.data.seed)
-    info = CifarInfo(cifar.class_names, len(cifar.y_train), len(cifar.y_test))
+    info = DatasetInfo(
+        input_dir=Path(str(cifar.source)),
+        class_names=tuple(cifar.class_names),
+        mean_rgb=(0.0, 0.0, 0.0),  # the recipe scales to [0, 1] only
+        train_size=len(cifar.y_train),
+        val_size=len(cifar.y_test),
+    )
     run_dir = args.run_dir or ("runs/quickcheck-fast" if args.fast else "runs/quickcheck")
     result = train(cfg, run_dir, restart=args.restart, datasets=(train_ds, val_ds, info))
 

@@ -161,3 +161,34 @@ def test_saved_config_round_trips(tmp_path):
     save_config(config, tmp_path / "run" / "config.yaml")
     assert load_config(tmp_path / "run" / "config.yaml") == config
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_yaml_1_2_numbers_in_files_and_overrides(tmp_path):
+    """`1e-3` is a float in a recipe and in --set (YAML 1.1 would read a string)."""
+    path = tmp_path / "r.yaml"
+    path.write_text("optimizer:\n  lr: 1e-3\n  weight_decay: 5e-4\nschedule:\n  min_lr: 1E-6\n")
+    config = load_config(path, ["optimizer.clipnorm=1E+2", "training.label_smoothing=.1"])
+    assert config.optimizer.lr == 0.001 and isinstance(config.optimizer.lr, float)
+    assert config.optimizer.weight_decay == 0.0005
+    assert config.schedule.min_lr == 1e-6
+    assert config.optimizer.clipnorm == 100.0
+    assert config.training.label_smoothing == 0.1
+    # Ints stay ints, and what is not a number stays a string.
+    config = load_config(path, ["training.epochs=7", "project_name=1e3x", "logging.logfile=inf"])
+    assert config.training.epochs == 7 and isinstance(config.training.epochs, int)
+    assert config.project_name == "1e3x" and config.logging.logfile == "inf"
+    with pytest.raises(ConfigError, match="'training.epochs' must be int"):
+        load_config(path, ["training.epochs=1e2"])
+
+
+def test_builtin_recipe_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: the name alone finds the recipe
+    assert load_config("demo").project_name == "demo"
+    assert load_config("demo.yaml").project_name == "demo"
+    assert load_config("smoke", ["training.epochs=3"]).training.epochs == 3
+    (tmp_path / "demo.yaml").write_text("project_name: mine\n")
+    assert load_config("demo.yaml").project_name == "mine"  # an existing path wins
+    with pytest.raises(ConfigError, match="built-in recipes are: caltech256_adam"):
+        load_config("caltech")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "sub" / "missing.yaml")

@@ -270,3 +270,47 @@ def test_mixed_bfloat16_run_exports_float32_graph(tiny_run, tmp_path):
     # The bfloat16 model itself computes something else: the export did not just run it.
     bf16 = np.asarray(mixed.predict_on_batch(pixels)["main"])
     assert np.abs(bf16 - expected).max() > 1e-5
+
+
+@pytest.mark.slow
+def test_run_is_self_contained_after_the_dataset_is_deleted(tmp_path, capsys):
+    """Train, delete the dataset folder: export (versioned for TF Serving), predict and
+    evaluate a CSV kept elsewhere still work, from what the run folder holds."""
+    import shutil
+
+    import tensorflow as tf
+    from helpers import tiny_config, write_processed_dataset
+
+    from keras_googlenet.training.train import train
+
+    data = write_processed_dataset(tmp_path / "data", num_classes=2, size=72)
+    kept = tmp_path / "kept"
+    shutil.copytree(data / "val", kept / "val")
+    shutil.copy(data / "val.csv", kept / "val.csv")
+    run = tmp_path / "run"
+    train(tiny_config(data, **{"training.epochs": 1}), run)
+    facts = json.loads((run / "dataset.json").read_text())
+    assert facts["class_names"] == ["class0", "class1"] and len(facts["mean_rgb"]) == 3
+    shutil.rmtree(data)
+
+    models = tmp_path / "models"
+    assert cli("export", "--run-dir", run, "--output", models, "--version", "3") == 0
+    loaded = tf.saved_model.load(str(models / "3"))  # the layout TensorFlow Serving loads
+    image = np.asarray(Image.open(next((kept / "val").iterdir())))
+    out = loaded.serve_images(tf.constant(image[None]))
+    assert out["probabilities"].shape == (1, 2)
+    assert out["top_k_labels"].numpy()[0, 0].decode() in ("class0", "class1")
+
+    capsys.readouterr()
+    one = next((kept / "val").iterdir())
+    assert cli("predict", "--run-dir", run, one, "--json") == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"][0]["label"].startswith("class")
+
+    report = tmp_path / "report"
+    assert cli("evaluate", "--run-dir", run, "--csv", kept / "val.csv", "--output", report) == 0
+    assert json.loads((report / "metrics.json").read_text())["num_images"] == 8
+    # The default CSV lived in the deleted folder: one line naming it.
+    capsys.readouterr()
+    assert cli("evaluate", "--run-dir", run, "--checkpoint", "last") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "val.csv" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,14 @@ def test_quickcheck_on_the_real_archive_format(tmp_path, capsys, monkeypatch):
     assert len(values) == 9 and all(np.isfinite(values))
     for path in ("config.yaml", "history.csv", "output.log", "checkpoints/best.keras", "DONE"):
         assert (run / path).exists(), path
+
+    # A quick-check run exports like any other (its class names are in the run folder).
+    export = tmp_path / "export"
+    assert cli("export", "--run-dir", run, "--output", export) == 0
+    labels = (export / "labels.txt").read_text().splitlines()
+    assert labels == json.loads((run / "dataset.json").read_text())["class_names"]
+    assert len(labels) == 10
+    capsys.readouterr()
 
     # The same command again: the finished run is recognised, the verdict printed again.
     code = cli("quickcheck", *["--input", str(archive), "--run-dir", str(run), *TINY])

@@ -37,6 +37,7 @@ from keras_googlenet.training.checkpoints import (
     open_run,
     pick_checkpoint,
     run_config,
+    run_dataset_facts,
 )
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,9 @@ def _csv_rows(rows: list[dict]) -> str:
 def _resolve_csv(csv_arg: str | None, config) -> tuple[Path, Path]:
     """The CSV to evaluate and the folder its images are in."""
     d = config.data
-    root = Path(config.data.input_dir).expanduser()
+    if csv_arg is None:
+        require(config, "data.input_dir", source="the run's config (give --csv)")
+    root = Path(d.input_dir or ".").expanduser()  # a quick-check run has no dataset folder
     if csv_arg is None:
         return root / d.valid_csv, root / d.valid_dir  # absolute config paths stay absolute
     path = Path(csv_arg)
@@ -264,7 +267,6 @@ def evaluate_run(
     run = open_run(run)
     config = run_config(run)
     path = pick_checkpoint(run, checkpoint)
-    require(config, "data.input_dir")
     csv_file, image_dir = _resolve_csv(csv_path, config)
     if images_dir is not None:
         image_dir = Path(images_dir)
@@ -273,13 +275,16 @@ def evaluate_run(
     # The CSV to evaluate takes the validation CSV's place, so the dataset check lists its files
     # (in order, bad ones left out) and the validation pipeline reads them.
     overrides = {
+        "data.input_dir": str(Path(config.data.input_dir or csv_file.parent).expanduser()),
         "data.valid_csv": str(csv_file.resolve()),
         "data.valid_dir": str(image_dir.resolve()),
     }
     if batch_size is not None:
         overrides["data.batch_size"] = batch_size
     config = apply_overrides(config, overrides, "evaluate")
-    info = read_dataset_info(config)
+    # Class names and mean from the run folder: only the CSV and its images need to exist.
+    class_names, mean_rgb = run_dataset_facts(run, config)
+    info = read_dataset_info(config, class_names=class_names, mean_rgb=mean_rgb, splits=("val",))
 
     model = float32_inference_model(load_checkpoint(path))
     classes = model.output.shape[-1]

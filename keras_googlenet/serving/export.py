@@ -30,6 +30,7 @@ from keras_googlenet.training.checkpoints import (
     open_run,
     pick_checkpoint,
     run_config,
+    run_dataset_facts,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,6 @@ def export_run(run, output, *, checkpoint: str = "best", overwrite: bool = False
     Returns:
         The export folder as a `Path`.
     """
-    from keras_googlenet.data.dataset_info import read_dataset_info
     from keras_googlenet.serving.graph import ServingSpec
 
     output = Path(output)
@@ -151,11 +151,11 @@ def export_run(run, output, *, checkpoint: str = "best", overwrite: bool = False
     path = pick_checkpoint(run, checkpoint)
     log.info("exporting %s", path)
     model = float32_inference_model(load_checkpoint(path))
-    class_names = read_dataset_info(config).class_names
+    class_names, _ = run_dataset_facts(run, config)
     if model.output.shape[-1] != len(class_names):
         raise UserError(
             f"{path}: the model has {model.output.shape[-1]} classes but the run's "
-            f"categories.csv has {len(class_names)}"
+            f"class list has {len(class_names)}"
         )
     spec = ServingSpec.from_config(config, class_names, top_k=top_k)
     metadata = {"run": str(run.root.resolve()), "checkpoint": str(path.resolve())}
@@ -170,9 +170,15 @@ def folder_size(path: Path) -> int:
 def run(args) -> int:
     """Runs `keras-googlenet export`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    output = Path(args.output)
+    if args.version is not None:
+        if args.version < 1:
+            raise UserError(f"--version must be at least 1, got {args.version}")
+        # TensorFlow Serving loads MODEL_DIR/<version>/ and serves the highest version.
+        output = output / str(args.version)
     out = export_run(
         args.run_dir,
-        args.output,
+        output,
         checkpoint=args.checkpoint,
         overwrite=args.overwrite,
         top_k=args.top_k,

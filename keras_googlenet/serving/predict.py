@@ -78,7 +78,6 @@ def load_export(path: Path) -> Predictor:
 
 def load_run(path: Path, checkpoint: str) -> Predictor:
     """A predictor on a run folder's checkpoint (same graph as the export, built in memory)."""
-    from keras_googlenet.data.dataset_info import read_dataset_info
     from keras_googlenet.serving.graph import ServingSpec, compiled_serving_functions
     from keras_googlenet.training.checkpoints import (
         float32_inference_model,
@@ -86,13 +85,14 @@ def load_run(path: Path, checkpoint: str) -> Predictor:
         open_run,
         pick_checkpoint,
         run_config,
+        run_dataset_facts,
     )
 
     run = open_run(path)
     config = run_config(run)
     ckpt = pick_checkpoint(run, checkpoint)
     model = float32_inference_model(load_checkpoint(ckpt))
-    class_names = read_dataset_info(config).class_names
+    class_names, _ = run_dataset_facts(run, config)
     spec = ServingSpec.from_config(config, class_names)
     return Predictor(
         serve_images=compiled_serving_functions(model, spec)["serve_images"],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keras_googlenet.config import Config, load_config
 from keras_googlenet.errors import UserError
-from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.run_dir import RunDir, read_dataset_facts
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,21 @@ def open_run(path: str | Path) -> RunDir:
 def run_config(run: RunDir) -> Config:
     """The resolved config the run was trained with."""
     return load_config(run.config)
+
+
+def run_dataset_facts(run: RunDir, config: Config) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """(class names, mean RGB) of the data the run trained on.
+
+    From the run's dataset.json; a run trained before that file existed falls back to its
+    dataset folder (data.input_dir), which must then still be there.
+    """
+    facts = read_dataset_facts(run)
+    if facts is not None:
+        return tuple(facts["class_names"]), tuple(facts["mean_rgb"])
+    from keras_googlenet.data.dataset_info import read_dataset_info
+
+    info = read_dataset_info(config, splits=())
+    return info.class_names, info.mean_rgb
 
 
 def pick_checkpoint(run: RunDir, choice: str = "best") -> Path:

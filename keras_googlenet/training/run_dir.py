@@ -14,9 +14,13 @@ RUN/DONE                     written when the configured epochs are all done
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from keras_googlenet.atomic import atomic_write_text
+from keras_googlenet.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,11 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def dataset(self) -> Path:
+        """`dataset.json`: class names, mean and sizes of the data the run trained on."""
+        return self.root / "dataset.json"
 
     @property
     def history(self) -> Path:
@@ -77,3 +86,46 @@ class RunDir:
         """The log file: `name` inside the run folder unless it is absolute."""
         path = Path(name)
         return path if path.is_absolute() else self.root / path
+
+
+def write_dataset_facts(run: RunDir, info) -> None:
+    """Keeps what serving and evaluation need of the dataset in the run folder.
+
+    With these (and config.yaml, which holds the sizes and the crop), a run exports, predicts
+    and evaluates a CSV after its dataset folder is moved or deleted.
+
+    Args:
+        run: the run folder.
+        info: a `DatasetInfo` (class names, mean, sizes, where it was read from).
+    """
+    facts = {
+        "class_names": list(info.class_names),
+        "mean_rgb": [float(v) for v in info.mean_rgb],
+        "train_size": int(info.train_size),
+        "val_size": int(info.val_size),
+        "input_dir": str(info.input_dir),
+    }
+    atomic_write_text(run.dataset, json.dumps(facts, indent=2) + "\n")
+
+
+def read_dataset_facts(run: RunDir) -> dict | None:
+    """The run's `dataset.json` as a dict, or None for a run trained before it existed.
+
+    Raises:
+        UserError: the file is there but damaged.
+    """
+    if not run.dataset.is_file():
+        return None
+    try:
+        facts = json.loads(run.dataset.read_text(encoding="utf-8"))
+        names = facts["class_names"]
+        mean = facts["mean_rgb"]
+        ok = all(isinstance(n, str) for n in names) and len(mean) == 3
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(
+            f"{run.dataset}: damaged (expected class_names and mean_rgb); train again with the "
+            "same command to rewrite it"
+        )
+    return facts

@@ -29,7 +29,7 @@ from keras_googlenet.errors import UserError
 from keras_googlenet.model.googlenet import build_googlenet
 from keras_googlenet.model.table import OUTPUT_NAMES
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.run_dir import RunDir, write_dataset_facts
 
 log = logging.getLogger("keras_googlenet")
 
@@ -410,6 +410,8 @@ def train(
                 info.train_size,
                 info.val_size,
             )
+            if chief:
+                write_dataset_facts(run, info)
             with strategy.scope():
                 model = compile_model(build_model(cfg, info), cfg)
                 # Built now, in the scope, so the backup can restore the optimizer's state.
