@@ -4,7 +4,7 @@
     .venv/bin/python bench/train_step.py --sizes 224 --policies float32 --steps 10
 
 Random uint8 images (batch 32, 256 classes, batch norm and both aux heads on), the compiled
-training model of `keras_googlenet.training.train` (SGD + Nesterov, weight decay, three losses and their
+training model of `training/train.py` (SGD + Nesterov, weight decay, three losses and their
 metrics). Each (size, policy) runs in its own process, so peak memory (ru_maxrss) is its own;
 the first steps (tracing) are not timed. Goals on 2 CPU cores: float32 at 224 >= 16 images/s;
 mixed_bfloat16 at 224 >= 30 images/s on a CPU with AVX512_BF16.

@@ -1,8 +1,8 @@
 """The CIFAR-10 quick check: the Keras seed article's recipe, without its 30 GB of memory.
 
-    python -m keras_googlenet.quickcheck                  # the recipe: 25 epochs at 224 px
-    python -m keras_googlenet.quickcheck --fast           # a few minutes on a laptop CPU
-    python -m keras_googlenet.quickcheck --data-dir DIR   # a local copy (see keras_googlenet.data.cifar)
+    keras-googlenet quickcheck               # the recipe: 25 epochs at 224 px
+    keras-googlenet quickcheck --fast        # a few minutes on a laptop CPU
+    keras-googlenet quickcheck --input DIR   # a local copy (see keras_googlenet.data.cifar)
 
 Trains the same three-output GoogLeNet with `train()` (checkpoints, resume, TensorBoard, log
 file in the run folder) on CIFAR-10 held as uint8 arrays; each batch is resized to the input size

@@ -2,5 +2,5 @@
 
 Modules: `image_dir_preprocessor` (the command and `preprocess()`), `folders` (class folders,
 labels, the seeded stratified split), `image_io` (decoding one messy image file). Nothing is
-imported here, so `python -m preprocessing.image_dir_preprocessor` runs without a warning.
+imported here, so the preprocessor starts without importing TensorFlow.
 """

@@ -1,7 +1,7 @@
 """Class folders of raw images -> the processed dataset the training pipeline reads (SPEC §2).
 
-    python -m preprocessing.image_dir_preprocessor --input 256_ObjectCategories \\
-        --output data/caltech256 [--val-split 0.2] [--size 256] [--no-center-crop] \\
+    keras-googlenet preprocess --input 256_ObjectCategories \\
+        --output data/caltech256 [--val-split 0.2] [--image-size 256] [--no-center-crop] \\
         [--include-clutter] [--seed 42] [--workers N] [--overwrite] [--config FILE]
 
 Writes into the output folder:

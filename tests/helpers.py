@@ -103,7 +103,7 @@ def tiny_config(data_dir, **extra):
 
 
 def run_train_cli(args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
-    """Runs `python -m keras_googlenet.training.train ARGS` in a fresh process."""
+    """Runs `keras-googlenet train ARGS` in a fresh process."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     env.update(env_extra or {})
     return subprocess.run(

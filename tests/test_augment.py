@@ -1,4 +1,4 @@
-"""Transforms of keras_googlenet.data.augment: eagerly and inside Dataset.map, seeds, config errors."""
+"""Transforms of data/augment.py: eagerly and inside Dataset.map, seeds, config errors."""
 
 from __future__ import annotations
 

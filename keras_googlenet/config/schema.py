@@ -34,7 +34,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Options of `python -m preprocessing.image_dir_preprocessor` (command-line flags win)."""
+    """Options of `keras-googlenet preprocess` (command-line flags win)."""
 
     source_dir: str | None = None  # the raw Caltech256-style folder of class folders
     val_split: float = 0.2

@@ -1,6 +1,6 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
-    python -m keras_googlenet.evaluation.evaluate --run runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
+    keras-googlenet evaluate --run-dir runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):

@@ -1,6 +1,6 @@
 """Export a trained run as a self-contained SavedModel (plus a `.keras` inference model).
 
-    python -m keras_googlenet.serving.export --run runs/NAME --output exports/NAME [--checkpoint best]
+    keras-googlenet export --run-dir runs/NAME --output exports/NAME [--version N]
 
 The folder holds a SavedModel that needs TensorFlow only, no project code:
 
@@ -10,7 +10,7 @@ The folder holds a SavedModel that needs TensorFlow only, no project code:
     DIR/export.json                      preprocessing, classes, source checkpoint, versions
 
 Reload with `tf.saved_model.load(DIR).serve_images(uint8_images)` or
-`keras.layers.TFSMLayer(DIR, call_endpoint="serve_images")`; see `keras_googlenet.serving.graph` for the
+`keras.layers.TFSMLayer(DIR, call_endpoint="serve_images")`; see `serving/graph.py` for the
 preprocessing done inside the graph. Mixed-precision runs export a float32 graph.
 """
 

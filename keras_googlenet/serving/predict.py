@@ -1,6 +1,6 @@
 """Classify image files with an exported SavedModel or a run's checkpoint.
 
-    python -m keras_googlenet.serving.predict --model EXPORT_DIR_or_RUN IMAGE [IMAGE ...] [--top-k 5]
+    keras-googlenet predict --export-dir DIR | --run-dir RUN  IMAGE [IMAGE ...] [--top-k 5]
 
 Each image is read the way the preprocessor reads the dataset (any format Pillow opens, EXIF
 orientation applied, grayscale/CMYK/alpha made RGB, center square resized to `preprocess.size`)

@@ -1,4 +1,4 @@
-"""Training: `python -m keras_googlenet.training.train --config FILE [--set KEY=VALUE ...]`.
+"""Training: `keras-googlenet train --config NAME|FILE [--set KEY=VALUE ...] [--run-dir DIR]`.
 
 One `model.fit` over the three-output GoogLeNet, in a run folder (`RunDir`) that holds the
 resolved config, the log, checkpoints, the resume backup, TensorBoard logs, history.csv and PNG
