@@ -1,19 +1,20 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each creates .venv and
-# installs the requirements if needed, so either works first on a fresh machine.
+# installs the project into it (editable, with the test tools) if needed, so either works first
+# on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test lint format clean-venv
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m keras_googlenet demo
+	$(VENV)/bin/keras-googlenet demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
