@@ -101,6 +101,7 @@ def make_dataset(root: Path, count: int, num_classes: int = 16) -> Path:
 
 def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -> float:
     from keras_googlenet.config import load_config
+    from keras_googlenet.data import decode
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
@@ -111,9 +112,9 @@ def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -
     ]
     cfg = load_config(None, overrides + VARIANTS[name])
     info = read_dataset_info(cfg)
-    saved = data._WINDOW_DECODE_BELOW
+    saved = decode._WINDOW_DECODE_BELOW
     if name == "always_window":
-        data._WINDOW_DECODE_BELOW = 2.0
+        decode._WINDOW_DECODE_BELOW = 2.0
     try:
         ds = data.make_train_dataset(cfg, info)  # repeats: steps_per_epoch is set
         it = iter(ds)
@@ -127,7 +128,7 @@ def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -
         x.numpy()
         elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     finally:
-        data._WINDOW_DECODE_BELOW = saved
+        decode._WINDOW_DECODE_BELOW = saved
     images = batches * batch_size
     return images / elapsed, images / cpu
 

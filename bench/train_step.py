@@ -31,8 +31,8 @@ def measure(size: int, policy: str, batch: int, steps: int, warmup: int) -> dict
     import tensorflow as tf
 
     from keras_googlenet.config import load_config
+    from keras_googlenet.training.compile import build_model, compile_model
     from keras_googlenet.training.precision import precision_policy
-    from keras_googlenet.training.train import build_model, compile_model
 
     cfg = load_config(REPO / "configs" / "caltech256_sgd.yaml", [f"model.input_size={size}"])
 

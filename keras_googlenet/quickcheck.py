@@ -139,7 +139,7 @@ def run(args) -> int:
         )
 
     from keras_googlenet.data.dataset_info import DatasetInfo
-    from keras_googlenet.training.callbacks import read_history
+    from keras_googlenet.training.history import read_history
     from keras_googlenet.training.run_dir import RunDir
     from keras_googlenet.training.train import train
 

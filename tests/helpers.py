@@ -170,8 +170,9 @@ def _build_run(root: Path) -> Path:
     """Trains with the real CLI, kills it mid-epoch 2 (SIGKILL, like a power cut), then resumes
     it in this process with `train()`: every test of evaluate/export/predict runs on a resumed
     run."""
+    from keras_googlenet.training.callbacks import KILL_ENV
     from keras_googlenet.training.run_dir import RunDir
-    from keras_googlenet.training.train import KILL_ENV, train
+    from keras_googlenet.training.train import train
 
     dataset = write_processed_dataset(root / "data", num_classes=3, size=80)
     run = RunDir(root / "run")

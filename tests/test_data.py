@@ -17,6 +17,7 @@ from PIL import Image
 from keras_googlenet.config import ConfigError, apply_overrides, load_config
 from keras_googlenet.data import pipeline as data
 from keras_googlenet.data.dataset_info import read_dataset_info
+from keras_googlenet.data.decode import decode_and_augment, decode_rgb
 from keras_googlenet.errors import UserError
 
 SMALL = [
@@ -153,7 +154,7 @@ def _odd_files(root):
 def test_grayscale_rgba_and_png_named_jpg_give_three_channels(processed_dataset):
     paths = _odd_files(processed_dataset)
     for path in paths:
-        assert data.decode_rgb(tf.io.read_file(path)).shape[-1] == 3
+        assert decode_rgb(tf.io.read_file(path)).shape[-1] == 3
     # the whole train pipeline reads them (no file is skipped: 24 images, 6 batches of 4)
     info = read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
     ds = data.make_train_dataset(config(processed_dataset, "data.on_bad_image=fail"), info)
@@ -176,8 +177,8 @@ def test_window_decode_equals_whole_decode(shared_processed_dataset):
         augment = data.compile_augment([crop, {"name": "horizontal_flip"}])
         contents = tf.io.read_file(path)
         s = tf.constant([i, 3], tf.int64)
-        fused = data._decode_and_augment(contents, s, augment)
-        whole = augment(data.decode_rgb(contents), s)
+        fused = decode_and_augment(contents, s, augment)
+        whole = augment(decode_rgb(contents), s)
         diff = np.abs(fused.numpy().astype(int) - whole.numpy().astype(int))
         # libjpeg upsamples the chroma at the window's edge from fewer neighbours
         assert diff.max() <= 4 and (diff == 0).mean() > 0.98
@@ -187,7 +188,7 @@ def test_jpeg_smaller_than_the_crop_is_upscaled(tmp_path):
     path = tmp_path / "small.jpg"
     Image.fromarray(np.full((50, 60, 3), 128, np.uint8)).save(path)
     augment = data.compile_augment([{"name": "random_crop", "size": 72}])
-    out = data._decode_and_augment(tf.io.read_file(str(path)), tf.constant([1, 2]), augment)
+    out = decode_and_augment(tf.io.read_file(str(path)), tf.constant([1, 2]), augment)
     assert out.shape == (72, 72, 3)
 
 

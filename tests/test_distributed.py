@@ -18,7 +18,7 @@ import textwrap
 import pytest
 from helpers import REPO, tiny_overrides, write_processed_dataset
 
-from keras_googlenet.training.callbacks import read_history
+from keras_googlenet.training.history import read_history
 from keras_googlenet.training.run_dir import RunDir
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -33,7 +33,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     sys.path.insert(0, "tests")
     from helpers import tiny_config
-    from keras_googlenet.training.train import build_model, compile_model, train
+    from keras_googlenet.training.compile import build_model, compile_model
+    from keras_googlenet.training.train import train
 
     data_dir, run_dir, part = sys.argv[1], sys.argv[2], sys.argv[3]
     out = {}

@@ -13,7 +13,7 @@ from helpers import cli
 from PIL import Image
 
 from keras_googlenet.errors import UserError
-from keras_googlenet.evaluation.evaluate import most_confused, summarize
+from keras_googlenet.evaluation.metrics import most_confused, summarize
 
 
 def _direct_predictions(run: Path, checkpoint: str, csv_name: str, folder: str):
@@ -95,7 +95,7 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
 
     # The run was killed mid-epoch 2 and resumed; best.keras is the checkpoint of the epoch with
     # the best validation top-1 in history.csv, and evaluation reproduces that top-1.
-    from keras_googlenet.training.callbacks import read_history
+    from keras_googlenet.training.history import read_history
 
     rows = read_history(run / "history.csv")
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -140,7 +140,7 @@ def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
         == 0
     )
     on_val = json.loads((tmp_path / "val" / "metrics.json").read_text())
-    from keras_googlenet.training.callbacks import read_history
+    from keras_googlenet.training.history import read_history
 
     last = read_history(tiny_run / "history.csv")[-1]
     assert on_val["top1"] == pytest.approx(last["val_main_top1"], abs=1e-6)
@@ -228,7 +228,7 @@ def test_summarize_counts_and_pairs():
 
 
 def test_confusion_png_for_256_classes():
-    from keras_googlenet.evaluation.evaluate import plot_confusion
+    from keras_googlenet.evaluation.confusion_plot import plot_confusion
 
     rng = np.random.default_rng(0)
     confusion = rng.poisson(0.2, (256, 256)) + np.diag(rng.integers(5, 30, 256))

@@ -154,8 +154,9 @@ def test_serving_preprocessing_matches_validation_pipeline(shared_processed_data
     from helpers import tiny_run_config as tiny_config
 
     from keras_googlenet.data.dataset_info import read_dataset_info
+    from keras_googlenet.data.decode import decode_rgb
     from keras_googlenet.data.pipeline import make_val_dataset
-    from keras_googlenet.serving.graph import ServingSpec, decode_image, preprocess_images
+    from keras_googlenet.serving.graph import ServingSpec, preprocess_images
 
     config = tiny_config(shared_processed_dataset)
     info = read_dataset_info(config)
@@ -163,7 +164,7 @@ def test_serving_preprocessing_matches_validation_pipeline(shared_processed_data
     spec = ServingSpec.from_config(config, info.class_names)
     served = np.stack(
         [
-            preprocess_images(decode_image(tf.io.read_file(p))[None], spec)[0].numpy()
+            preprocess_images(decode_rgb(tf.io.read_file(p))[None], spec)[0].numpy()
             for p in info.val_files[: len(images)]
         ]
     )

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 from helpers import REPO, run_train_cli, scalar_steps, tiny_overrides, write_processed_dataset
 
-from keras_googlenet.training.callbacks import (
-    ResumableBackup,
-    purge_events,
-    read_backup_state,
-    read_history,
-    truncate_history,
-)
+from keras_googlenet.training.callbacks import KILL_ENV, ResumableBackup, read_backup_state
+from keras_googlenet.training.history import read_history, truncate_history
 from keras_googlenet.training.run_dir import RunDir
-from keras_googlenet.training.train import KILL_ENV
+from keras_googlenet.training.tensorboard import purge_events
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
 

@@ -19,10 +19,10 @@ from helpers import REPO, cli, tiny_config, tiny_overrides, write_processed_data
 from PIL import Image
 
 from keras_googlenet.errors import UserError
-from keras_googlenet.training.callbacks import read_history
+from keras_googlenet.training.history import read_history
 from keras_googlenet.training.precision import choose_policy, cpu_flags
-from keras_googlenet.training.run_dir import RunDir
-from keras_googlenet.training.train import resolve_run_dir, train
+from keras_googlenet.training.run_dir import RunDir, resolve_run_dir
+from keras_googlenet.training.train import train
 
 HEADS = ("main", "aux_4a", "aux_4d")
 TRAIN_SCALARS = {
@@ -182,7 +182,7 @@ def test_missing_input_dir_is_one_line(tmp_path, capsys):
 def test_failed_start_does_not_lock_the_folder(tmp_path, capsys):
     """A start refused for a wrong data path leaves config.yaml; the fixed command may reuse it."""
     from keras_googlenet.config import apply_overrides, load_config
-    from keras_googlenet.training.train import run_state
+    from keras_googlenet.training.run_dir import run_state
 
     run = RunDir(tmp_path / "r")
     args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
@@ -217,8 +217,8 @@ def test_mixed_float16_step_has_finite_loss(tmp_path):
     training path in test_distributed.py (with two replicas)."""
     import tensorflow as tf
 
+    from keras_googlenet.training.compile import build_model, compile_model
     from keras_googlenet.training.precision import precision_policy
-    from keras_googlenet.training.train import build_model, compile_model
 
     cfg = tiny_config(tmp_path, **{"runtime.precision": "mixed_float16"})
 
@@ -244,7 +244,7 @@ def test_mixed_float16_step_has_finite_loss(tmp_path):
 
 
 def test_label_smoothing_loss_matches_keras_on_one_hot():
-    from keras_googlenet.training.train import SparseCategoricalCrossentropyWithSmoothing
+    from keras_googlenet.training.compile import SparseCategoricalCrossentropyWithSmoothing
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), size=6).astype("float32")
@@ -260,7 +260,7 @@ def test_label_smoothing_loss_matches_keras_on_one_hot():
 
 def test_weight_decay_skips_batch_norm_and_biases():
     from keras_googlenet.config import OptimizerConfig
-    from keras_googlenet.training.train import make_optimizer
+    from keras_googlenet.training.compile import make_optimizer
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)

@@ -16,27 +16,21 @@ Training order, per input pipeline (one per worker):
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
 
+from keras_googlenet.config import Config
 from keras_googlenet.data.albumentations_ops import compile_albumentations
 from keras_googlenet.data.augment import Augment, compile_augment
-from keras_googlenet.config import Config, require
-from keras_googlenet.errors import ConfigError
 from keras_googlenet.data.dataset_info import DatasetInfo, read_split, resolve_path
-from keras_googlenet.errors import UserError
+from keras_googlenet.data.decode import decode_and_augment, decode_rgb, window_decode_pays
+from keras_googlenet.errors import ConfigError
+from keras_googlenet.model.table import OUTPUT_NAMES as HEADS
 
 log = logging.getLogger(__name__)
-
-from keras_googlenet.model.table import OUTPUT_NAMES as HEADS
 
 # --------------------------------------------------------------------------------------------
 # Batch sizes and distribution.
@@ -100,80 +94,6 @@ def _batch_for(cfg: Config, input_context, num_replicas: int) -> tuple[int, int,
 # Decoding.
 
 
-def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
-    """JPEG/PNG/GIF/BMP bytes -> HxWx3 uint8 (grayscale and RGBA become RGB; GIF: first frame).
-
-    The format comes from the bytes, not the file name (PNG content under a .jpg name works).
-    """
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
-# Decode only the crop window when it covers less than this fraction of the image.
-_WINDOW_DECODE_BELOW = 0.5
-
-
-def _window_decode_pays(augment: Augment, sample_path: str) -> bool:
-    """Whether decoding only the first crop's window is worth its extra steps (reading the
-    JPEG header, conditionals), judged once from one file: processed folders hold one size.
-
-    Measured (bench/pipeline.py, `always_window`): cropping 224 out of 256 (77% of the area)
-    the window decode is slower than decoding everything; it pays off for small windows
-    (random_resized_crop, large source images).
-    """
-    if not augment.crops_first:
-        return False
-    step = augment.steps[0]
-    if step.name == "random_resized_crop":
-        return True
-    try:
-        h, w, _ = tf.io.extract_jpeg_shape(tf.io.read_file(sample_path)).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
-        return False  # not a JPEG
-    size = dict(step.params)["size"]
-    return size * size < _WINDOW_DECODE_BELOW * h * w
-
-
-def _decode_and_augment(
-    contents, seed, augment: Augment, albumentations=None, window_decode: bool = True
-) -> tf.Tensor:
-    """Decodes one file and applies the transforms, then albumentations.
-
-    With `window_decode`, a first crop of under half a JPEG's area decodes only its window:
-    `decode_and_crop_jpeg` skips the pixels outside it, giving the same window as decoding the
-    whole image and cutting it, with the same pixels but for chroma rounding (a few levels)
-    along the window's left/top edge.
-    """
-    if window_decode and augment.crops_first:
-        is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
-
-        def whole():
-            return augment(decode_rgb(contents), seed, stop=1)
-
-        def window_only():
-            shape = tf.io.extract_jpeg_shape(contents)
-
-            window = augment.first_window(shape, seed)
-
-            def cropped():
-                pixels = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
-                return augment.finish_first(pixels)
-
-            area = tf.cast(window[2] * window[3], tf.float32)
-            small = area < _WINDOW_DECODE_BELOW * tf.cast(shape[0] * shape[1], tf.float32)
-            return tf.cond(augment.fits_window(shape) & small, cropped, whole)
-
-        image = tf.cond(is_jpeg, window_only, whole)
-        image.set_shape([None, None, 3])
-        image = augment(image, seed, start=1)
-    else:
-        image = augment(decode_rgb(contents), seed)
-    if albumentations is not None:
-        image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
-    return image
-
-
 def _check_output_size(augment: Augment, albumentations, cfg: Config, key: str) -> None:
     size = cfg.model.input_size
     out = augment.output_size
@@ -194,7 +114,7 @@ def _check_albumentations_output(cfg, info, augment, albumentations) -> None:
     is a config mistake, better reported now than as skipped images mid-epoch."""
     size = cfg.model.input_size
     contents = tf.io.read_file(info.train_files[0])
-    out = _decode_and_augment(contents, tf.constant([0, 0], tf.int64), augment, albumentations)
+    out = decode_and_augment(contents, tf.constant([0, 0], tf.int64), augment, albumentations)
     if tuple(out.shape) != (size, size, 3):
         raise ConfigError(
             f"config: 'data.train_augment' + 'data.albumentations' make {tuple(out.shape)} "
@@ -303,7 +223,7 @@ def make_train_dataset(
     seeds = tf.data.Dataset.random(seed=aug_seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((files, seeds))
 
-    window = _window_decode_pays(augment, info.train_files[0])
+    window = window_decode_pays(augment, info.train_files[0])
 
     def load(item, seed):
         source, label = item
@@ -313,7 +233,7 @@ def make_train_dataset(
                 image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
         else:
             contents = tf.io.read_file(source)
-            image = _decode_and_augment(contents, seed, augment, albumentations, window)
+            image = decode_and_augment(contents, seed, augment, albumentations, window)
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -362,10 +282,10 @@ def make_val_dataset(
         image_dir = resolve_path(info.input_dir, d.valid_dir)
         paths, labels = read_split(cfg, Path(csv_path), image_dir, info.num_classes, [])
     fixed_seed = tf.constant([0, 0], tf.int64)  # val transforms are deterministic anyway
-    window = _window_decode_pays(augment, paths[0])
+    window = window_decode_pays(augment, paths[0])
 
     def load(path, label):
-        image = _decode_and_augment(tf.io.read_file(path), fixed_seed, augment, None, window)
+        image = decode_and_augment(tf.io.read_file(path), fixed_seed, augment, None, window)
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32)))

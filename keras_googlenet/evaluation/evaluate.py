@@ -31,6 +31,8 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
+from keras_googlenet.evaluation.confusion_plot import plot_confusion
+from keras_googlenet.evaluation.metrics import summarize
 from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
@@ -41,139 +43,6 @@ from keras_googlenet.training.checkpoints import (
 )
 
 log = logging.getLogger(__name__)
-
-TOP_K = 5
-CONFUSED_PAIRS = 25  # how many most-confused pairs the report lists
-_EPSILON = 1e-7  # Keras' clip in cross-entropy, so the loss matches training's val loss
-
-
-def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dict:
-    """Metrics of softmax outputs against integer labels.
-
-    Args:
-        probabilities: float [N, C].
-        labels: int [N].
-        class_names: C names.
-
-    Returns:
-        A dict with `top1`, `top5` (top-min(5, C)), `loss` (mean cross-entropy),
-        `mean_per_class_accuracy`, `confusion` (int [C, C], rows true), `per_class` (rows for
-        per_class.csv) and `most_confused` (pairs, most frequent first).
-    """
-    n, c = probabilities.shape
-    k = min(TOP_K, c)
-    predicted = probabilities.argmax(axis=1)
-    top_k = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    hit1 = predicted == labels
-    hitk = (top_k == labels[:, None]).any(axis=1)
-    p_true = probabilities[np.arange(n), labels]
-    loss = float(-np.log(np.clip(p_true, _EPSILON, 1.0)).mean()) if n else float("nan")
-
-    confusion = np.zeros((c, c), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    counts = confusion.sum(axis=1)
-    correct = np.diag(confusion)
-    topk_correct = np.bincount(labels[hitk], minlength=c)
-    per_class = []
-    for i, name in enumerate(class_names):
-        count = int(counts[i])
-        per_class.append(
-            {
-                "id": i,
-                "label": name,
-                "count": count,
-                "correct": int(correct[i]),
-                "accuracy": round(correct[i] / count, 6) if count else "",
-                "top5_accuracy": round(topk_correct[i] / count, 6) if count else "",
-            }
-        )
-    seen = counts > 0
-    return {
-        "num_images": int(n),
-        "num_classes": int(c),
-        "top1": float(hit1.mean()) if n else float("nan"),
-        "top5": float(hitk.mean()) if n else float("nan"),
-        "top_k": k,
-        "loss": loss,
-        "mean_per_class_accuracy": float((correct[seen] / counts[seen]).mean()) if n else 0.0,
-        "confusion": confusion,
-        "per_class": per_class,
-        "most_confused": most_confused(confusion, class_names, CONFUSED_PAIRS),
-    }
-
-
-def most_confused(confusion: np.ndarray, class_names, limit: int) -> list[dict]:
-    """Off-diagonal cells, largest count first (ties: larger share of the true class first)."""
-    counts = confusion.sum(axis=1, keepdims=True)
-    rates = confusion / np.maximum(counts, 1)
-    true_ids, pred_ids = np.nonzero(confusion - np.diag(np.diag(confusion)))
-    cells = sorted(
-        zip(true_ids.tolist(), pred_ids.tolist(), strict=True),
-        key=lambda tp: (-confusion[tp], -rates[tp], tp),
-    )
-    return [
-        {
-            "true_id": t,
-            "true": class_names[t],
-            "predicted_id": p,
-            "predicted": class_names[p],
-            "count": int(confusion[t, p]),
-            "rate": round(float(rates[t, p]), 6),
-        }
-        for t, p in cells[:limit]
-    ]
-
-
-def plot_confusion(confusion: np.ndarray, class_names, pairs: list[dict], title: str) -> bytes:
-    """PNG of the row-normalized confusion matrix with the most-confused pairs beside it.
-
-    With many classes (Caltech256: 256) the names cannot fit on the axes: ticks show class ids
-    every few classes, and the side panel names the pairs that matter.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
-
-    c = confusion.shape[0]
-    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    side = float(np.clip(4 + 0.055 * c, 6, 18))  # inches of matrix: ~8 px per class at 256
-    fig = plt.figure(figsize=(side + 6.5, side + 1), dpi=120)
-    grid = fig.add_gridspec(1, 2, width_ratios=[side, 6.5], wspace=0.05)
-    ax = fig.add_subplot(grid[0])
-    # A square-root scale: the off-diagonal shares are small next to the diagonal.
-    im = ax.imshow(rows, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="none")
-    if c <= 40:
-        ticks = np.arange(c)
-        names = [f"{i} {class_names[i][:18]}" for i in ticks]
-        ax.set_xticks(ticks, labels=[str(i) for i in ticks], fontsize=7)
-        ax.set_yticks(ticks, labels=names, fontsize=7)
-    else:
-        step = math.ceil(c / 32)
-        ticks = np.arange(0, c, step)
-        ax.set_xticks(ticks, labels=[str(i) for i in ticks], fontsize=7, rotation=90)
-        ax.set_yticks(ticks, labels=[str(i) for i in ticks], fontsize=7)
-    ax.set_xlabel("predicted class id")
-    ax.set_ylabel("true class id")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label="share of the true class")
-
-    panel = fig.add_subplot(grid[1])
-    panel.axis("off")
-    lines = ["most confused (true -> predicted)", "  count  share", ""]
-    for pair in pairs:
-        lines.append(
-            f"{pair['count']:6d}  {pair['rate']:5.1%}  {pair['true_id']} {pair['true'][:22]}"
-            f" -> {pair['predicted_id']} {pair['predicted'][:22]}"
-        )
-    if not pairs:
-        lines.append("(no confusions)")
-    panel.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:

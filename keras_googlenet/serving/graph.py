@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from keras_googlenet.data.decode import decode_rgb
+
 DEFAULT_TOP_K = 5
 OUTPUT_KEYS = ("probabilities", "top_k_ids", "top_k_probabilities", "top_k_labels")
 
@@ -105,12 +107,6 @@ def preprocess_images(images, spec: ServingSpec):
     return tf.ensure_shape(cropped, (None, spec.input_size, spec.input_size, 3))
 
 
-def decode_image(data):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [H, W, 3] (grayscale and RGBA made RGB)."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    return tf.ensure_shape(image, (None, None, 3))
-
-
 def make_serving_functions(model: keras.Model, spec: ServingSpec) -> dict:
     """The three endpoints as (python function, input signature) pairs.
 
@@ -143,7 +139,7 @@ def make_serving_functions(model: keras.Model, spec: ServingSpec) -> dict:
 
     def serve_bytes(encoded):
         def one(data):
-            return preprocess_images(decode_image(data)[None], spec)[0]
+            return preprocess_images(decode_rgb(data)[None], spec)[0]
 
         pixels = tf.map_fn(
             one, encoded, fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32)

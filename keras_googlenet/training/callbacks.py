@@ -5,13 +5,12 @@ schedule -> EpochStats (adds learning_rate, images_per_second) -> checkpoints ->
 TensorBoard -> the epoch log line -> ReduceLROnPlateau (changes the rate for the next epoch) ->
 the resume backup, last, so that a backup never claims an epoch whose history, TensorBoard
 summaries and checkpoints are not yet on disk. A crash between those writes and the backup
-reruns that epoch; `truncate_history` and `purge_events` then drop what the lost run wrote.
+reruns that epoch; `history.truncate_history` and `tensorboard.purge_events` then drop what
+the lost run wrote.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -20,11 +19,12 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_googlenet.atomic import atomic_write_text
 
 log = logging.getLogger("keras_googlenet")
+
+KILL_ENV = "KERAS_GOOGLENET_TEST_KILL_AT_STEP"  # test hook: see KillAtStep
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -202,185 +202,57 @@ def read_backup_state(backup_dir: str | Path) -> dict | None:
     return state
 
 
-# --------------------------------------------------------------------------------------------
-# TensorBoard.
+def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) -> list:
+    """The callback list of a run's `fit`, in the order the module docstring explains.
 
-
-class RunTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback with epoch-keyed summaries only, flushed every epoch.
-
-    Everything is written at step = epoch (0-based), so curves continue where they stopped after
-    a restart (batch-level steps restart from 0 in each `fit` and would repeat). The summaries
-    Keras writes at the end of each validation, keyed by optimizer steps, are left out for the
-    same reason. The learning rate and images/s come from `EpochStats` through the logs.
+    Args:
+        cfg: the resolved config.
+        run: the run folder (`RunDir`); `own`: this worker's (the same on the chief).
+        chief: whether this worker writes checkpoints, history and TensorBoard.
+        initial_epoch: the epoch a resumed run starts from (restores the plateau state).
+        best: the best validation top-1 so far (so `best.keras` is not overwritten by worse).
+        global_batch: images per step over all replicas (for images/s).
     """
+    s, t = cfg.schedule, cfg.training
+    from keras_googlenet.training import schedules, tensorboard
 
-    def __init__(self, log_dir):
-        super().__init__(
-            log_dir=str(log_dir),
-            update_freq="epoch",
-            write_graph=False,  # does nothing in Keras 3; see write_model_graph
-            write_steps_per_second=False,
-            profile_batch=0,
-        )
-
-    def on_test_end(self, logs=None):
-        self._pop_writer()
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        # The default writer flushes every 2 minutes; a crash would lose finished epochs.
-        for writer in self._writers.values():
-            writer.flush()
-
-
-def write_model_graph(model: keras.Model, log_dir: str | Path) -> None:
-    """Writes the inference graph of `model` for TensorBoard's Graphs tab (tensorboard/train)."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name="image")
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
-    writer = tf.summary.create_file_writer(str(Path(log_dir) / "train"))
-    with writer.as_default():
-        tf.summary.graph(concrete.graph)
-    writer.flush()
-    writer.close()
-
-
-def image_grid(images: np.ndarray, columns: int = 4) -> np.ndarray:
-    """Tiles a batch of HxWx3 images into one image, `columns` wide (blank cells at the end)."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    rows = -(-n // columns)
-    grid = np.zeros((rows * h, columns * w, c), images.dtype)
-    for i, image in enumerate(images):
-        r, col = divmod(i, columns)
-        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
-    return grid
-
-
-def write_image_grid(images, log_dir: str | Path, tag: str = "augmented_train_images") -> None:
-    """Writes one grid of (augmented, un-normalized) training images to tensorboard/train."""
-    import tensorflow as tf
-
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        images = np.clip(images, 0, 255).astype(np.uint8)
-    grid = image_grid(images[:16])
-    writer = tf.summary.create_file_writer(str(Path(log_dir) / "train"))
-    with writer.as_default():
-        tf.summary.image(tag, grid[None], step=0)
-    writer.flush()
-    writer.close()
-
-
-def event_files(log_dir: str | Path) -> list[Path]:
-    """TensorBoard event files under `log_dir`, oldest first."""
-    return sorted(Path(log_dir).rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
-
-
-def purge_events(log_dir: str | Path, from_step: int) -> int:
-    """Drops summaries at `step >= from_step` from the event files under `log_dir`.
-
-    Called before a resumed run reruns epoch `from_step`, so that no step appears twice (the
-    killed run may have written that epoch's summaries before its backup). Files are rewritten
-    atomically; a record cut short by the kill ends the file. Returns the summaries dropped (the
-    files deleted when `from_step` is 0).
-    """
-    import tensorflow as tf
-
-    if from_step <= 0:  # nothing survives: the graph and the image grid are written again
-        files = event_files(log_dir)
-        for path in files:
-            path.unlink()
-        return len(files)
-    dropped = 0
-    for path in event_files(log_dir):
-        kept, changed = [], False
-        try:
-            for record in tf.data.TFRecordDataset(str(path)):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                if event.HasField("summary") and event.step >= from_step:
-                    dropped += 1
-                    changed = True
-                    continue
-                kept.append(record.numpy())
-        except tf.errors.DataLossError:
-            changed = True
-        if not changed:
-            continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for record in kept:
-                writer.write(record)
-        os.replace(tmp, path)
-    return dropped
-
-
-# --------------------------------------------------------------------------------------------
-# history.csv
-
-
-def read_history(path: str | Path) -> list[dict]:
-    """Rows of history.csv as dicts (numbers as floats, `epoch` as int); [] if there is none.
-
-    Rows cut short by a crash (fewer fields than the header, or a non-integer epoch) are left
-    out.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return []
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    rows = []
-    for fields in reader:
-        if not header or len(fields) != len(header):
-            continue
-        row = dict(zip(header, fields, strict=True))
-        try:
-            row["epoch"] = int(row["epoch"])
-        except ValueError:
-            continue
-        for key, value in row.items():
-            if key != "epoch":
-                try:
-                    row[key] = float(value)
-                except ValueError:
-                    pass
-        rows.append(row)
-    return rows
-
-
-def truncate_history(path: str | Path, finished_epochs: int) -> int:
-    """Keeps the rows of epochs < `finished_epochs` (0-based); returns how many were dropped."""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    lines = path.read_text().splitlines(keepends=True)
-    if not lines:
-        return 0
-    header, kept, dropped = lines[0], [], 0
-    width = len(next(csv.reader([header])))
-    for line in lines[1:]:
-        fields = next(csv.reader([line]), [])
-        ok = len(fields) == width and line.endswith("\n")
-        try:
-            ok = ok and int(fields[0]) < finished_epochs
-        except (ValueError, IndexError):
-            ok = False
-        if ok:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        atomic_write_text(path, header + "".join(kept))
-    return dropped
-
-
-def best_so_far(rows: list[dict], monitor: str = "val_main_top1") -> float | None:
-    """The best (highest) value of `monitor` in history rows, or None."""
-    values = [
-        r[monitor] for r in rows if isinstance(r.get(monitor), float) and np.isfinite(r[monitor])
+    callbacks = [
+        schedules.lr_scheduler(s, cfg.optimizer.lr, t.epochs),
+        EpochStats(global_batch),
+        keras.callbacks.TerminateOnNaN(),
     ]
-    return max(values) if values else None
+    if chief:
+        monitor = dict(monitor=schedules.MONITOR, mode="max")
+        callbacks += [
+            AtomicModelCheckpoint(run.last),  # first: the two below link to it
+            AtomicModelCheckpoint(
+                run.best,
+                source=run.last,
+                save_best_only=True,
+                initial_value_threshold=best,
+                **monitor,
+            ),
+            AtomicModelCheckpoint(
+                run.checkpoints / "epoch_{epoch:03d}.keras",
+                source=run.last,
+                every=t.checkpoint_interval,
+            ),
+            keras.callbacks.CSVLogger(str(run.history), append=True),
+            tensorboard.RunTensorBoard(run.tensorboard),
+        ]
+    callbacks.append(EpochLogLine(t.epochs))
+    if s.name == "plateau":
+        plateau = schedules.PersistentReduceLROnPlateau(
+            own.backup / "plateau.json",
+            warmup_epochs=s.warmup_epochs,
+            factor=s.factor,
+            patience=s.patience,
+            min_lr=s.min_lr,
+        )
+        if initial_epoch:
+            plateau.restore(initial_epoch)
+        callbacks.append(plateau)
+    callbacks.append(ResumableBackup(own.backup, save_freq=t.backup_every))
+    if os.environ.get(KILL_ENV):
+        callbacks.append(KillAtStep(int(os.environ[KILL_ENV])))
+    return callbacks

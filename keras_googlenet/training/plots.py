@@ -7,7 +7,7 @@ from pathlib import Path
 
 from keras_googlenet.atomic import atomic_write_bytes
 from keras_googlenet.model.table import OUTPUT_NAMES as HEADS
-from keras_googlenet.training.callbacks import read_history
+from keras_googlenet.training.history import read_history
 
 
 def _series(rows, key):

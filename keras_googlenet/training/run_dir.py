@@ -19,7 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from keras_googlenet.atomic import atomic_write_text
+from keras_googlenet.config import Config
 from keras_googlenet.errors import UserError
 
 
@@ -129,3 +132,87 @@ def read_dataset_facts(run: RunDir) -> dict | None:
             "same command to rewrite it"
         )
     return facts
+
+
+# The run's state: new, resume or done.
+
+
+def resolve_run_dir(cfg: Config, run_dir=None, restart: bool = False) -> Path:
+    """The run folder: `run_dir`, else `paths.run_dir`, else `paths.runs_dir/project_name`.
+
+    With `restart`, an existing non-empty folder is left alone and the first free NAME-2,
+    NAME-3, ... is used instead.
+    """
+    base = Path(run_dir or cfg.paths.run_dir or Path(cfg.paths.runs_dir) / cfg.project_name)
+    if not restart or not _occupied(base):
+        return base
+    n = 2
+    while _occupied(base.with_name(f"{base.name}-{n}")):
+        n += 1
+    return base.with_name(f"{base.name}-{n}")
+
+
+def _occupied(path: Path) -> bool:
+    # `workers/` alone is what multi-worker tasks other than the chief create.
+    if not path.is_dir():
+        return path.exists()
+    return any(p.name != "workers" for p in path.iterdir())
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in ("loss_weights",):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (`paths.*` ignored)."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [
+        k
+        for k in keys
+        if not k.startswith("paths.") and a.get(k, "<absent>") != b.get(k, "<absent>")
+    ]
+
+
+def _trained(run: RunDir) -> bool:
+    """Whether anything was trained in `run`: a history row, a backup or a checkpoint."""
+    has_rows = run.history.is_file() and len(run.history.read_text().splitlines()) > 1
+    has_backup = run.backup.is_dir() and any(run.backup.iterdir())
+    return has_rows or has_backup or any(run.checkpoints.glob("*.keras"))
+
+
+def run_state(run: RunDir, cfg: Config) -> str:
+    """`new`, `resume` or `done` for run folder `run` and config `cfg`.
+
+    Raises:
+        UserError: the folder is not a run folder, or was started with a different config.
+    """
+    if not _occupied(run.root):
+        return "new"
+    if not run.config.is_file():
+        raise UserError(
+            f"{run.root}: not empty and has no config.yaml, so it is not a run folder; "
+            "choose another --run-dir"
+        )
+    try:
+        saved = yaml.safe_load(run.config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{run.config}: cannot read the run's config ({e})") from None
+    differing = config_differences(saved, cfg.to_dict())
+    if differing and not _trained(run):
+        # A start that failed before its first epoch (a wrong data path, say) left only
+        # config.yaml and a log: the corrected command takes the folder over.
+        return "new"
+    if differing:
+        shown = ", ".join(differing[:8]) + (" ..." if len(differing) > 8 else "")
+        raise UserError(
+            f"{run.root} was started with a different config (differs in: {shown}); "
+            "run with the same config to resume it, or add --restart to start a new run"
+        )
+    return "done" if run.done.exists() else "resume"

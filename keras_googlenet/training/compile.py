@@ -1,0 +1,132 @@
+"""The training model: GoogLeNet for a config, its optimizer, per-head losses and metrics."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_googlenet.config import Config
+from keras_googlenet.errors import UserError
+from keras_googlenet.model.googlenet import build_googlenet
+from keras_googlenet.model.table import OUTPUT_NAMES
+
+# Batch norm scales/offsets and biases are not decayed (decay would only shrink them).
+NO_DECAY = ["gamma", "beta", "bias"]
+
+
+@keras.saving.register_keras_serializable(package="keras_googlenet")
+class SparseCategoricalCrossentropyWithSmoothing(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (Keras's sparse loss has none)."""
+
+    def __init__(self, label_smoothing: float = 0.0, name="sparse_ce_smoothed", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        num_classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.one_hot(
+            keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"), num_classes
+        )
+        return keras.losses.categorical_crossentropy(
+            labels, y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def build_model(cfg: Config, info) -> keras.Model:
+    """GoogLeNet for `cfg.model`, taking raw 0-255 pixels normalized by `info.mean_rgb`.
+
+    Args:
+        cfg: the config (`model.*`, `data.std_rgb`).
+        info: a `DatasetInfo` (or anything with `num_classes`/`class_names` and `mean_rgb`).
+
+    Returns:
+        The training model (outputs `main`, `aux_4a`, `aux_4d`), not compiled.
+    """
+    num_classes = getattr(info, "num_classes", None) or len(info.class_names)
+    if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
+        raise UserError(
+            f"model.num_classes is {cfg.model.num_classes} but the dataset has {num_classes} "
+            "classes (set model.num_classes to null to take it from the dataset)"
+        )
+    m = cfg.model
+    return build_googlenet(
+        num_classes,
+        (m.input_size, m.input_size, 3),
+        batch_norm=m.batch_norm,
+        aux_heads=m.aux_heads,
+        dropout=m.dropout,
+        aux_dropout=m.aux_dropout,
+        initializer=m.initializer,
+        mean_rgb=info.mean_rgb,
+        std_rgb=cfg.data.std_rgb,
+    )
+
+
+def make_optimizer(o) -> keras.optimizers.Optimizer:
+    """The optimizer of an `OptimizerConfig`, with a float learning rate (see schedules.py)."""
+    common = dict(learning_rate=o.lr, clipnorm=o.clipnorm)
+    decay = o.weight_decay or None
+    if o.name == "sgd":
+        # Keras applies weight decay decoupled from the gradient: w -= lr * weight_decay * w.
+        opt = keras.optimizers.SGD(
+            momentum=o.momentum, nesterov=o.nesterov, weight_decay=decay, **common
+        )
+    elif o.name == "adam":
+        opt = keras.optimizers.Adam(
+            beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon, weight_decay=decay, **common
+        )
+    elif o.name == "adamw":
+        opt = keras.optimizers.AdamW(
+            beta_1=o.beta_1,
+            beta_2=o.beta_2,
+            epsilon=o.epsilon,
+            weight_decay=o.weight_decay,
+            **common,
+        )
+    else:
+        raise UserError(f"optimizer.name: unknown optimizer {o.name!r}")
+    if decay:
+        opt.exclude_from_weight_decay(var_names=NO_DECAY)
+    return opt
+
+
+def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
+    """Compiles `model` for training: optimizer, per-head losses, weights and metrics.
+
+    Call inside the strategy's scope, after the precision policy is set (a `mixed_float16`
+    model gets Keras's LossScaleOptimizer from `compile`).
+
+    Metrics: `top1`/`top5` on `main`, `accuracy` on each auxiliary head; Keras prefixes them
+    with the output name (`main_top1`, `aux_4a_accuracy`).
+
+    Returns:
+        `model`, compiled.
+    """
+    heads = [name for name in OUTPUT_NAMES if name in model.output_names]
+    smoothing = cfg.training.label_smoothing
+
+    def loss():
+        if smoothing:
+            return SparseCategoricalCrossentropyWithSmoothing(smoothing)
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    num_classes = model.get_layer("main").output.shape[-1]
+    metrics = {
+        "main": [
+            keras.metrics.SparseCategoricalAccuracy(name="top1"),
+            # With fewer than 5 classes top-5 is trivially 1; k is capped to stay valid.
+            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        ]
+    }
+    for head in heads[1:]:
+        metrics[head] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(
+        optimizer=make_optimizer(cfg.optimizer),
+        loss={head: loss() for head in heads},
+        loss_weights={head: float(cfg.training.loss_weights.get(head, 0.0)) for head in heads},
+        metrics=metrics,
+        jit_compile=cfg.runtime.jit_compile,
+    )
+    return model
