@@ -399,9 +399,9 @@ SUBPROCESS = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
-    from keras_googlenet.data import pipeline as data
     from keras_googlenet.config import load_config
 
     cfg = load_config(None, sys.argv[2:])

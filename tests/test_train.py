@@ -214,7 +214,7 @@ def test_auto_precision_follows_the_hardware():
 @pytest.mark.slow
 def test_mixed_float16_step_has_finite_loss(tmp_path):
     """One training step under mixed_float16 (loss-scaled); mixed_bfloat16 runs the whole
-    training path in test_distributed.py (with two replicas)."""
+    training path in test_strategy.py (with two replicas)."""
     import tensorflow as tf
 
     from keras_googlenet.training.compile import build_model, compile_model

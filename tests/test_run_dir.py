@@ -1,4 +1,5 @@
-"""Resume after a crash: kill -9 at two points mid-epoch, then the same command finishes."""
+"""The run folder across a crash (training/run_dir.py, callbacks.py, history.py, tensorboard.py):
+kill -9 at two points mid-epoch, then the same command finishes."""
 
 from __future__ import annotations
 
