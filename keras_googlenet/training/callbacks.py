@@ -127,6 +127,11 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if (epoch + 1) % self.every == 0:
             super().on_epoch_end(epoch, logs)
 
+    # Keras internals, on purpose: ModelCheckpoint has no public hook for *how* a file is
+    # written, so `_save_model` is overridden and reuses `_get_file_path` (the `{epoch}`
+    # formatting) and `_should_save_model` (save_best_only's comparison) rather than copying
+    # them. pyproject.toml caps keras below the next minor release; tests/test_train.py and
+    # tests/test_run_dir.py exercise every path.
     def _save_model(self, epoch, batch, logs):
         target = Path(self._get_file_path(epoch, batch, logs))
         if not self._should_save_model(epoch, batch, logs, str(target)):
@@ -168,6 +173,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(self.dir / state["weights"])
+        # How Keras's own BackupAndRestore tells `fit` where to resume (no public API does).
         self.model._initial_epoch = state["epoch"]
 
     def on_epoch_end(self, epoch, logs=None):

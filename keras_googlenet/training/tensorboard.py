@@ -28,6 +28,8 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
             profile_batch=0,
         )
 
+    # `_pop_writer` and `_writers` are Keras internals (keras is capped below its next minor
+    # release in pyproject.toml): the callback has no public switch for either behaviour.
     def on_test_end(self, logs=None):
         self._pop_writer()
 
