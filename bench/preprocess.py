@@ -32,7 +32,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from preprocessing.image_dir_preprocessor import default_workers, preprocess  # noqa: E402
+from preprocessing.image_dir_preprocessor import preprocess  # noqa: E402
+from preprocessing.workers import default_workers  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
 CLASSES = 30

@@ -32,7 +32,7 @@ CHECKPOINT_HELP = "best (default; else last, else the newest epoch_NNN), last, o
 # job -> (module, one-line description). The module's `run(args)` does the work.
 JOBS: dict[str, tuple[str, str]] = {
     "preprocess": (
-        "preprocessing.image_dir_preprocessor",
+        "preprocessing.job",
         "class folders of images -> train/val JPEGs, CSVs, class names, mean",
     ),
     "train": ("keras_googlenet.training.train", "train GoogLeNet; the same command resumes"),

@@ -1,6 +1,7 @@
 """Dataset preparation: Caltech256-style class folders to the processed training format.
 
-Modules: `image_dir_preprocessor` (the command and `preprocess()`), `folders` (class folders,
-labels, the seeded stratified split), `image_io` (decoding one messy image file). Nothing is
-imported here, so the preprocessor starts without importing TensorFlow.
+Modules: `image_dir_preprocessor` (`preprocess()`: the run, its output folder and tables),
+`workers` (decoding many images in processes), `image_io` (decoding one messy image file),
+`folders` (class folders, labels, the seeded stratified split), `job` (`keras-googlenet
+preprocess`). Nothing imports TensorFlow, so the job starts in well under a second.
 """

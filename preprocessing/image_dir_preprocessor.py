@@ -31,14 +31,10 @@ with a warning); class ids are then assigned over the remaining folders in sorte
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,20 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
 from keras_googlenet.atomic import atomic_open, atomic_write_text
 from keras_googlenet.errors import UserError
 from preprocessing.folders import scan_input, stratified_split, unique_names
-from preprocessing.image_io import BadImage, load_rgb
+from preprocessing.workers import default_workers, run_tasks
 
 log = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
 MARKER = ".preprocess-incomplete"
 TABLES = ("train.csv", "val.csv", "categories.csv", "rgb_val.json", "skipped.csv", "sources.csv")
-JPEG_QUALITY = 95  # the training crops come from these files: keep them close to lossless
 
 
 @dataclass
@@ -159,68 +152,6 @@ def prepare_output(input_dir: Path, output: Path, overwrite: bool) -> str | None
 # The per-image work, run in worker processes.
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; only the parent should react (it stops the pool),
-    # or every worker prints its own traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def process_one(task: tuple[int, str, str], size: int, center_crop: bool):
-    """Decodes `src`, writes the square JPEG to `dst`; returns its pixel sums or the reason.
-
-    Returns:
-        (index, None, "", [R sum, G sum, B sum]) or (index, reason, detail, None).
-    """
-    index, src, dst = task
-    try:
-        pixels = load_rgb(src, size, center_crop)
-    except BadImage as e:
-        return index, e.reason, e.detail, None
-    Image.fromarray(pixels).save(dst, "JPEG", quality=JPEG_QUALITY)
-    # Column sums first (uint32 cannot overflow: at most `size` values of 255 each), then the
-    # row of columns in int64: 20x faster than one reduction over (pixels, 3).
-    sums = pixels.sum(axis=0, dtype=np.uint32).sum(axis=0, dtype=np.int64)
-    return index, None, "", sums.tolist()
-
-
-def _start_method() -> str:
-    # fork is fastest, but forking a process that already runs TensorFlow's threads (the demo
-    # calls us in-process) can deadlock; spawn starts clean workers then.
-    methods = multiprocessing.get_all_start_methods()
-    return "fork" if "fork" in methods and "tensorflow" not in sys.modules else "spawn"
-
-
-def _run_tasks(tasks, size, center_crop, workers, progress):
-    """Yields `process_one` results, in parallel when `workers` > 1."""
-    work = functools.partial(process_one, size=size, center_crop=center_crop)
-
-    def bar():
-        return tqdm(total=len(tasks), unit="img", desc="preprocess", disable=not progress)
-
-    if workers == 1:
-        with bar() as shown:
-            for task in tasks:
-                yield work(task)
-                shown.update()
-        return
-    ctx = multiprocessing.get_context(_start_method())
-    # Chunks amortise the inter-process traffic; small enough to keep the bar moving.
-    chunksize = max(1, min(64, len(tasks) // (workers * 16)))
-    # The pool first: forking before tqdm starts its monitor thread forks a single thread.
-    with ctx.Pool(workers, initializer=_ignore_sigint) as pool, bar() as shown:
-        for result in pool.imap_unordered(work, tasks, chunksize=chunksize):
-            yield result
-            shown.update()
-
-
-def default_workers() -> int:
-    """The cores this process may use (respects CPU affinity in containers)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------------------------
 # The run.
 
@@ -305,7 +236,7 @@ def preprocess(
     sums = np.zeros((n, 3), dtype=np.int64)
     failures: dict[int, tuple[str, str]] = {}
     workers = min(workers or default_workers(), max(1, n))
-    for index, reason, detail, pixel_sum in _run_tasks(tasks, size, center_crop, workers, progress):
+    for index, reason, detail, pixel_sum in run_tasks(tasks, size, center_crop, workers, progress):
         if reason is None:
             sums[index] = pixel_sum
         else:
@@ -389,52 +320,3 @@ def preprocess(
 
 # --------------------------------------------------------------------------------------------
 # Command line.
-
-
-def _read_config(path: str):
-    """The `preprocess:` section and `data.input_dir` of a recipe, without importing Keras.
-
-    The schema check (unknown keys, wrong types) is `load_config`'s; its value checks import
-    TensorFlow (seconds), so they are skipped here and the preprocess values are checked below.
-    """
-    from keras_googlenet.config import load_config
-
-    config = load_config(path, check_values=False)
-    return config.preprocess, config.data.input_dir
-
-
-def run(args) -> int:
-    """Runs `keras-googlenet preprocess` with the parsed flags; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-
-    from keras_googlenet.config import PreprocessConfig
-
-    config, data_dir, source = PreprocessConfig(), None, ""
-    if args.config:
-        config, data_dir = _read_config(args.config)
-        source = f"{args.config}: preprocess."
-    values, names = {}, {}
-    flags = {"size": "image_size"}  # config key -> flag, where they differ
-    for key in ("val_split", "size", "center_crop", "include_clutter", "seed", "workers"):
-        flag = getattr(args, flags.get(key, key))
-        values[key] = getattr(config, key) if flag is None else flag
-        # Name the value where the user wrote it: the flag, or the key in the file.
-        names[key] = (
-            f"--{flags.get(key, key).replace('_', '-')}" if flag is not None else f"{source}{key}"
-        )
-    check_options(values["val_split"], values["size"], values["workers"], names)
-    input_dir = args.input or config.source_dir
-    output_dir = args.output or data_dir
-    if not input_dir:
-        raise UserError("--input is required (or preprocess.source_dir in --config)")
-    if not output_dir:
-        raise UserError("--output is required (or data.input_dir in --config)")
-    summary = preprocess(
-        input_dir,
-        output_dir,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        **values,
-    )
-    print(summary.line())
-    return 0

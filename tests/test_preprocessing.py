@@ -237,7 +237,9 @@ def test_spawned_workers_give_the_same_output(tmp_path, monkeypatch):
     # forked workers are covered by the command-line tests (fresh processes, no TensorFlow).
     raw = small_folder(tmp_path / "raw", per_class=3)
     pre.preprocess(raw, tmp_path / "one", size=24, workers=1, progress=False)
-    monkeypatch.setattr(pre, "_start_method", lambda: "spawn")
+    from preprocessing import workers
+
+    monkeypatch.setattr(workers, "_start_method", lambda: "spawn")
     pre.preprocess(raw, tmp_path / "spawn", size=24, workers=2, progress=False)
     assert snapshot(tmp_path / "one") == snapshot(tmp_path / "spawn")
 
