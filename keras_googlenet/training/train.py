@@ -27,8 +27,9 @@ import yaml
 from keras_googlenet.config import Config, apply_overrides, load_config, require, save_config
 from keras_googlenet.errors import UserError
 from keras_googlenet.model.googlenet import build_googlenet
-from keras_googlenet.model.table import OUTPUT_NAMES
+from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES
 from keras_googlenet.training import callbacks as cb
+from keras_googlenet.training import finetune
 from keras_googlenet.training.run_dir import RunDir, write_dataset_facts
 
 log = logging.getLogger("keras_googlenet")
@@ -80,6 +81,10 @@ def build_model(cfg: Config, info) -> keras.Model:
             "classes (set model.num_classes to null to take it from the dataset)"
         )
     m = cfg.model
+    mean_rgb, std_rgb = info.mean_rgb, cfg.data.std_rgb
+    if m.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
+        mean, std_rgb = MINUS_ONE_ONE
+        mean_rgb = (mean,) * 3
     return build_googlenet(
         num_classes,
         (m.input_size, m.input_size, 3),
@@ -88,8 +93,10 @@ def build_model(cfg: Config, info) -> keras.Model:
         dropout=m.dropout,
         aux_dropout=m.aux_dropout,
         initializer=m.initializer,
-        mean_rgb=info.mean_rgb,
-        std_rgb=cfg.data.std_rgb,
+        mean_rgb=mean_rgb,
+        std_rgb=std_rgb,
+        padding=m.padding,
+        pool4_size=m.pool4_size,
     )
 
 
@@ -413,7 +420,11 @@ def train(
             if chief:
                 write_dataset_facts(run, info)
             with strategy.scope():
-                model = compile_model(build_model(cfg, info), cfg)
+                model = build_model(cfg, info)
+                if cfg.training.init_weights and not backup:  # a resume restores its own
+                    finetune.load_init_weights(model, cfg)
+                finetune.freeze(model, cfg.training.freeze_until)  # again on resume, before
+                model = compile_model(model, cfg)  # compile fixes the trainable variables
                 # Built now, in the scope, so the backup can restore the optimizer's state.
                 model.optimizer.build(model.trainable_variables)
             if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
