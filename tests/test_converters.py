@@ -218,3 +218,77 @@ def test_expected_names_cover_every_conv():
     # 57 convs (3 stem + 9 blocks x 6), each with weight and 5 batch-norm entries, plus fc.
     assert len(torchvision.expected_keys()) == 57 * 6 + 2
     assert len(slim.expected_variables()) == 57 * 4 + 2
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning from an imported file.
+
+
+def test_finetune_from_imported_weights_resumes_frozen_and_exports(tmp_path, capsys):
+    from helpers import REPO, run_train_cli, tiny_config, tiny_overrides, write_processed_dataset
+
+    from keras_googlenet.training.checkpoints import load_checkpoint
+    from keras_googlenet.training.run_dir import RunDir
+    from keras_googlenet.training.train import KILL_ENV, train
+
+    # A random slim checkpoint (1001 classes), imported; the dataset has 3 classes.
+    source = SlimNet()
+    source(tf.zeros((1, SIZE, SIZE, 3)))
+    _save_slim_checkpoint(source.v, tmp_path / "ckpt" / "inception_v1.ckpt")
+    weights = tmp_path / "imagenet" / "imagenet.weights.h5"
+    assert (
+        cli(
+            "import-weights",
+            "--from",
+            "slim",
+            tmp_path / "ckpt" / "inception_v1.ckpt",
+            "--output",
+            weights.parent,
+        )
+        == 0
+    )
+    data = write_processed_dataset(tmp_path / "data", num_classes=3, size=80)
+    keys = {
+        "model.input_scaling": "minus_one_one",
+        "model.pool4_size": 2,
+        "training.init_weights": str(weights),
+        "training.freeze_until": "inception_4e",
+        "training.checkpoint_interval": 1,
+    }
+
+    # The run's input convention must be the file's: refused, one line, nothing trained.
+    wrong = tiny_overrides(data, **{**keys, "model.input_scaling": "dataset_mean"})
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", tmp_path / "wrong"]
+    assert cli("train", *args, *[a for kv in wrong for a in ("--set", kv)]) == 2
+    assert "needs model.input_scaling: minus_one_one" in capsys.readouterr().err
+
+    # Killed (SIGKILL) in the middle of epoch 2, then resumed.
+    run = RunDir(tmp_path / "run")
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
+    args += [a for kv in tiny_overrides(data, **keys) for a in ("--set", kv)]
+    killed = run_train_cli(args, {KILL_ENV: "3"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    log = (run.root / "output.log").read_text()
+    assert "loaded 114 layers" in log  # 57 convs and their batch norms; the classifier:
+    assert "linear (shape" in log and "aux_4a_fc (auxiliary head: fresh)" in log
+    result = train(tiny_config(data, **keys), run.root)
+    assert result["status"] == "finished" and result["initial_epoch"] == 1
+
+    imported = build(slim.MODEL_KEYS, 65)
+    imported.load_weights(weights)
+    model = load_checkpoint(run.last)
+    for name in ("conv1_7x7_s2", "conv1_7x7_s2_bn", "inception_4e_5x5"):  # frozen: as imported
+        for ours, theirs in zip(
+            model.get_layer(name).weights, imported.get_layer(name).weights, strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs), err_msg=name)
+    trained = np.asarray(model.get_layer("inception_5b_1x1").kernel)
+    assert not np.array_equal(trained, np.asarray(imported.get_layer("inception_5b_1x1").kernel))
+    log = (run.root / "output.log").read_text()
+    assert log.count("frozen through inception_4e: 90 layers with weights") == 2  # and resumed
+
+    export = tmp_path / "export"
+    assert cli("export", "--run-dir", run.root, "--output", export) == 0
+    loaded = tf.saved_model.load(str(export))  # held: its functions reference it weakly
+    probs = loaded.serve_images(tf.zeros((1, 80, 80, 3), tf.uint8))
+    assert probs["probabilities"].shape == (1, 3)
