@@ -13,10 +13,17 @@ $(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# torch and torchvision for the torchvision exactness test only (tests/test_converters.py); the
+# package itself never imports them. Pinned: the versions that test was run with.
+TORCH := torch==2.14.1 torchvision==0.29.1
+$(VENV)/.torch: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(TORCH)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/keras-googlenet demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.torch
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed

@@ -46,6 +46,10 @@ JOBS: dict[str, tuple[str, str]] = {
     "demo": ("keras_googlenet.demo", "the whole chain offline on a generated dataset"),
     "summary": ("keras_googlenet.model.summary", "GoogLeNet's layer sizes in Table 1 order"),
     "config": ("keras_googlenet.config.load", "check a recipe and print it resolved"),
+    "import-weights": (
+        "keras_googlenet.model.import_weights",
+        "torchvision's or TF-slim's ImageNet GoogLeNet -> a Keras weights file",
+    ),
 }
 
 
@@ -193,6 +197,19 @@ def _job_parsers(sub) -> None:
     p.add_argument("--num-classes", type=int, default=256)
     p.add_argument("--no-aux", action="store_true", help="without the auxiliary heads")
     p.add_argument("--no-batch-norm", action="store_true")
+
+    p = job("import-weights")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=("torchvision", "slim"),
+        help="torchvision: a .pth state dict (googlenet-1378be20.pth); slim: a checkpoint "
+        "prefix (inception_v1.ckpt)",
+    )
+    p.add_argument("path", metavar="FILE", help="the .pth file or the checkpoint prefix")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the two files")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier import")
 
     p = job("config")
     p.add_argument("config", nargs="?", metavar="NAME|FILE", help="recipe; omitted: defaults")

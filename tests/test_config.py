@@ -116,6 +116,10 @@ def test_dotted_overrides_are_typed():
         ("", ["optimizer.lr"], "expected KEY=VALUE"),
         ("", ["training.loss_weights.aux4a=0.3"], "did you mean 'aux_4a'?"),
         ("a: [1, 2\n", [], "not valid YAML at line"),
+        ("model:\n  pool4_size: 4\n", [], "'model.pool4_size' must be 3 (the paper) or 2"),
+        ("model:\n  padding: valid\n", [], "'model.padding' must be one of"),
+        ("training:\n  freeze_until: inception_4x\n", [], "did you mean 'inception_4e'?"),
+        ("training:\n  init_weights: w.pth\n", [], "must be a .weights.h5 file of import"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, overrides, message):

@@ -6,7 +6,7 @@ import difflib
 
 from keras_googlenet.config.schema import Config
 from keras_googlenet.errors import ConfigError
-from keras_googlenet.model.table import OUTPUT_NAMES, min_input_size
+from keras_googlenet.model.table import FREEZE_POINTS, OUTPUT_NAMES, min_input_size
 
 
 def validate(config: Config, source: str) -> Config:
@@ -29,6 +29,11 @@ def validate(config: Config, source: str) -> Config:
     if m.input_size < smallest:
         why = " with aux_heads on" if m.aux_heads else ""
         bad("model.input_size", f"must be at least {smallest}{why}, got {m.input_size}")
+    if m.pool4_size not in (2, 3):
+        bad(
+            "model.pool4_size",
+            f"must be 3 (the paper) or 2 (torchvision, TF-slim), got {m.pool4_size}",
+        )
     for key, rate in (("model.dropout", m.dropout), ("model.aux_dropout", m.aux_dropout)):
         if not 0 <= rate < 1:
             bad(key, f"must be in [0, 1), got {rate}")
@@ -71,6 +76,15 @@ def validate(config: Config, source: str) -> Config:
         bad("training.backup_every", f"must be 'epoch' or at least 1, got {t.backup_every}")
     if not 0 <= t.label_smoothing < 1:
         bad("training.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
+    if t.freeze_until is not None and t.freeze_until not in FREEZE_POINTS:
+        close = difflib.get_close_matches(str(t.freeze_until), FREEZE_POINTS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        bad("training.freeze_until", f"must be one of {', '.join(FREEZE_POINTS)}{hint}")
+    if t.init_weights is not None and not t.init_weights.endswith(".weights.h5"):
+        bad(
+            "training.init_weights",
+            f"must be a .weights.h5 file of import-weights, got {t.init_weights}",
+        )
     for head, weight in t.loss_weights.items():
         if head not in OUTPUT_NAMES:
             close = difflib.get_close_matches(str(head), OUTPUT_NAMES, n=1)

@@ -30,6 +30,13 @@ class ModelConfig:
     dropout: float = 0.4
     aux_dropout: float = 0.7
     initializer: str = "glorot_normal"
+    # What reproducing an imported network needs (the defaults are the paper's model); an
+    # imported weights file's JSON names the values it needs, and a run refusing them stops.
+    padding: Literal["same", "torchvision"] = "same"  # torchvision: symmetric conv1, ceil pools
+    pool4_size: int = 3  # the pool before 5a: 3x3 (Table 1), 2x2 (torchvision, TF-slim)
+    # dataset_mean: (x - train mean) / data.std_rgb; minus_one_one: x / 127.5 - 1 (ImageNet
+    # weights from torchvision and TF-slim expect this)
+    input_scaling: Literal["dataset_mean", "minus_one_one"] = "dataset_mean"
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,12 @@ class TrainingConfig:
     checkpoint_interval: int = 10  # CHECKPOINT_INTERVAL: keep a checkpoint every N epochs
     backup_every: int | Literal["epoch"] = "epoch"  # resume backup: each epoch or every N steps
     seed: int | None = 42
+    # Fine-tuning: start from a weights file written by `import-weights` (every layer whose
+    # shape fits; the classifier is fresh when num_classes differs, the aux heads always are).
+    init_weights: str | None = None
+    # Freeze every layer from the input through this block (conv1, conv2, inception_3a .. 5b);
+    # frozen batch norm runs in inference mode. None: train everything.
+    freeze_until: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,23 @@ from keras_googlenet.model.table import (
 )
 
 
-def conv_bn_relu(x, filters, kernel, strides=1, *, name, batch_norm=True, initializer):
-    """Conv -> batch norm -> ReLU, 'same' padding.
+def conv_bn_relu(
+    x, filters, kernel, strides=1, *, name, batch_norm=True, initializer, symmetric_pad=0
+):
+    """Conv -> batch norm -> ReLU, 'same' padding, or `symmetric_pad` zeros on every side.
 
     The paper has no batch norm (it predates it) and uses LRN after the stem convs; like every
     reference implementation we use batch norm instead. The conv then needs no bias.
     """
+    if symmetric_pad:
+        # PyTorch pads both sides equally; Keras "same" pads (2, 3) for a 7x7/2 conv on an even
+        # input, which shifts every output (torchvision's conv1).
+        x = keras.layers.ZeroPadding2D(symmetric_pad, name=f"{name}_pad")(x)
     x = keras.layers.Conv2D(
         filters,
         kernel,
         strides=strides,
-        padding="same",
+        padding="valid" if symmetric_pad else "same",
         use_bias=not batch_norm,
         kernel_initializer=initializer,
         name=name,
@@ -43,9 +49,22 @@ def conv_bn_relu(x, filters, kernel, strides=1, *, name, batch_norm=True, initia
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def max_pool(x, name, strides=2):
-    """3x3 max pool, 'same' padding (224 -> 112 -> 56 -> 28 -> 14 -> 7 as in Table 1)."""
-    return keras.layers.MaxPooling2D(3, strides=strides, padding="same", name=name)(x)
+def max_pool(x, name, strides=2, size=3, ceil_mode=False):
+    """Max pool, 'same' padding (224 -> 112 -> 56 -> 28 -> 14 -> 7 as in Table 1).
+
+    With `ceil_mode`, PyTorch's rule instead (torchvision's pools): no padding on the top/left,
+    ceil((n - size) / strides) + 1 outputs. It differs from 'same' on odd sizes only.
+    """
+    if ceil_mode and strides > 1:
+        pads = []
+        for n in x.shape[1:3]:
+            out = -(-(n - size) // strides) + 1
+            pads.append((0, (out - 1) * strides + size - n))
+        # Zeros are neutral here: every pool input follows a ReLU (>= 0), and ceil mode starts
+        # each window inside the input, so no window is all padding.
+        x = keras.layers.ZeroPadding2D(tuple(pads), name=f"{name}_pad")(x)
+        return keras.layers.MaxPooling2D(size, strides=strides, padding="valid", name=name)(x)
+    return keras.layers.MaxPooling2D(size, strides=strides, padding="same", name=name)(x)
 
 
 def inception_block(x, spec: InceptionSpec, *, name, batch_norm=True, initializer):
@@ -56,7 +75,8 @@ def inception_block(x, spec: InceptionSpec, *, name, batch_norm=True, initialize
     branch2 = conv_bn_relu(x, spec.ch3x3_reduce, 1, name=f"{name}_3x3_reduce", **conv)
     branch2 = conv_bn_relu(branch2, spec.ch3x3, 3, name=f"{name}_3x3", **conv)
 
-    # A real 5x5, as in the paper (torchvision and TF-slim use 3x3 here, a weight-porting bug).
+    # A real 5x5, as in the paper (torchvision and TF-slim use 3x3 here, a weight-porting bug;
+    # their 3x3 kernels are imported into the centre of this 5x5, which computes the same).
     branch3 = conv_bn_relu(x, spec.ch5x5_reduce, 1, name=f"{name}_5x5_reduce", **conv)
     branch3 = conv_bn_relu(branch3, spec.ch5x5, 5, name=f"{name}_5x5", **conv)
 
@@ -95,6 +115,8 @@ def build_googlenet(
     initializer: str = "glorot_normal",
     mean_rgb: Sequence[float] | None = None,
     std_rgb: float | Sequence[float] = 1.0,
+    padding: str = "same",
+    pool4_size: int = 3,
     name: str = "googlenet",
 ) -> keras.Model:
     """Builds GoogLeNet as in Table 1 of Szegedy et al. 2014 (arXiv:1409.4842).
@@ -110,6 +132,9 @@ def build_googlenet(
         mean_rgb: if given, the first layer computes `(x - mean_rgb) / std_rgb`, so the model
             takes raw 0-255 pixels (what the pipeline ships and what a served model receives).
         std_rgb: divisor of that normalization (scalar or per channel).
+        padding: "same" (the paper, and TF-slim) or "torchvision": conv1 padded by 3 on every
+            side and the stride-2 max pools in PyTorch's ceil mode, to reproduce torchvision.
+        pool4_size: the max pool between 4e and 5a, 3 (Table 1) or 2 (torchvision, TF-slim).
         name: model name.
 
     Returns:
@@ -131,6 +156,8 @@ def build_googlenet(
         )
     if not 0 <= dropout < 1 or not 0 <= aux_dropout < 1:
         raise ValueError(f"dropout rates must be in [0, 1), got {dropout} and {aux_dropout}")
+    if padding not in ("same", "torchvision") or pool4_size not in (2, 3):
+        raise ValueError(f"padding must be same or torchvision, got {padding!r}; pool4_size 2 or 3")
 
     conv = dict(batch_norm=batch_norm, initializer=initializer)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -142,16 +169,21 @@ def build_googlenet(
         )(x)
 
     # Stem. 224x224x3
-    x = conv_bn_relu(x, 64, 7, strides=2, name="conv1_7x7_s2", **conv)  # 112x112x64
-    x = max_pool(x, "pool1_3x3_s2")  # 56x56x64
+    ceil = padding == "torchvision"
+    conv1_pad = 3 if ceil else 0
+    x = conv_bn_relu(x, 64, 7, strides=2, name="conv1_7x7_s2", symmetric_pad=conv1_pad, **conv)
+    # 112x112x64
+    x = max_pool(x, "pool1_3x3_s2", ceil_mode=ceil)  # 56x56x64
     x = conv_bn_relu(x, 64, 1, name="conv2_3x3_reduce", **conv)  # 56x56x64
     x = conv_bn_relu(x, 192, 3, name="conv2_3x3", **conv)  # 56x56x192
-    x = max_pool(x, "pool2_3x3_s2")  # 28x28x192
+    x = max_pool(x, "pool2_3x3_s2", ceil_mode=ceil)  # 28x28x192
 
     aux_outputs = []
     for stage, spec in INCEPTION_TABLE:
         if spec is None:
-            x = max_pool(x, f"{stage}_3x3_s2")
+            # torchvision and TF-slim pool 2x2 before 5a (Table 1: 3x3); same 7x7 output.
+            size = pool4_size if stage == "pool4" else 3
+            x = max_pool(x, f"{stage}_{size}x{size}_s2", size=size, ceil_mode=ceil)
             continue
         x = inception_block(x, spec, name=f"inception_{stage}", **conv)
         if aux_heads and stage in AUX_AFTER:

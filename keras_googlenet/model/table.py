@@ -52,6 +52,18 @@ _AUX_POOL = 5
 _MIN_SIZE_NO_AUX = 32
 
 
+# Points `training.freeze_until` accepts: the stem's two conv stages, then every Inception block.
+# Freezing "up to inception_4e" freezes every layer from the input through that block.
+FREEZE_POINTS = ("conv1", "conv2", *(f"inception_{stage}" for stage in INCEPTION_SPECS))
+
+# `model.input_scaling`: what the first layer does to the 0-255 pixels it receives.
+#   dataset_mean:  (x - the training set's mean) / data.std_rgb (the project's own runs)
+#   minus_one_one: x / 127.5 - 1, the [-1, 1] range both torchvision's GoogLeNet (its
+#                  transform_input) and TF-slim's Inception v1 were trained on.
+INPUT_SCALINGS = ("dataset_mean", "minus_one_one")
+MINUS_ONE_ONE = (127.5, 127.5)  # (mean, std) on the 0-255 scale
+
+
 def min_input_size(aux_heads: bool = True) -> int:
     """Smallest input height/width the model accepts.
 

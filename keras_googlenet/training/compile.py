@@ -7,7 +7,7 @@ import keras
 from keras_googlenet.config import Config
 from keras_googlenet.errors import UserError
 from keras_googlenet.model.googlenet import build_googlenet
-from keras_googlenet.model.table import OUTPUT_NAMES
+from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES
 
 # Batch norm scales/offsets and biases are not decayed (decay would only shrink them).
 NO_DECAY = ["gamma", "beta", "bias"]
@@ -51,6 +51,10 @@ def build_model(cfg: Config, info) -> keras.Model:
             "classes (set model.num_classes to null to take it from the dataset)"
         )
     m = cfg.model
+    mean_rgb, std_rgb = info.mean_rgb, cfg.data.std_rgb
+    if m.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
+        mean, std_rgb = MINUS_ONE_ONE
+        mean_rgb = (mean,) * 3
     return build_googlenet(
         num_classes,
         (m.input_size, m.input_size, 3),
@@ -59,8 +63,10 @@ def build_model(cfg: Config, info) -> keras.Model:
         dropout=m.dropout,
         aux_dropout=m.aux_dropout,
         initializer=m.initializer,
-        mean_rgb=info.mean_rgb,
-        std_rgb=cfg.data.std_rgb,
+        mean_rgb=mean_rgb,
+        std_rgb=std_rgb,
+        padding=m.padding,
+        pool4_size=m.pool4_size,
     )
 
 

@@ -26,7 +26,7 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import history, tensorboard
+from keras_googlenet.training import finetune, history, tensorboard
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
 from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
@@ -104,7 +104,7 @@ def train(
             train_data, val_data, info, sample_fn = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
-            model = _build_compiled_model(cfg, info, strategy, sample_fn)
+            model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn)
@@ -198,8 +198,9 @@ def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
     return global_batch, policy
 
 
-def _build_compiled_model(cfg: Config, info, strategy, sample_fn) -> keras.Model:
-    """The compiled training model, built in the strategy's scope with its optimizer state."""
+def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool) -> keras.Model:
+    """The compiled training model, built in the strategy's scope with its optimizer state;
+    imported weights loaded (a new run) and layers frozen as the config says."""
     import tensorflow as tf
 
     log.info(
@@ -209,7 +210,11 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn) -> keras.Model
         info.val_size,
     )
     with strategy.scope():
-        model = compile_model(build_model(cfg, info), cfg)
+        model = build_model(cfg, info)
+        if cfg.training.init_weights and not resumed:  # a resume restores its own
+            finetune.load_init_weights(model, cfg)
+        finetune.freeze(model, cfg.training.freeze_until)  # again on resume, before
+        model = compile_model(model, cfg)  # compile fixes the trainable variables
         # Built now, in the scope, so the backup can restore the optimizer's state.
         model.optimizer.build(model.trainable_variables)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
