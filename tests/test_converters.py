@@ -227,9 +227,10 @@ def test_expected_names_cover_every_conv():
 def test_finetune_from_imported_weights_resumes_frozen_and_exports(tmp_path, capsys):
     from helpers import REPO, run_train_cli, tiny_config, tiny_overrides, write_processed_dataset
 
+    from keras_googlenet.training.callbacks import KILL_ENV
     from keras_googlenet.training.checkpoints import load_checkpoint
     from keras_googlenet.training.run_dir import RunDir
-    from keras_googlenet.training.train import KILL_ENV, train
+    from keras_googlenet.training.train import train
 
     # A random slim checkpoint (1001 classes), imported; the dataset has 3 classes.
     source = SlimNet()
