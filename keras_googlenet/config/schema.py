@@ -85,6 +85,9 @@ class DataConfig:
     val_augment: list = field(default_factory=lambda: [{"name": "center_crop", "size": 224}])
     # albumentations transforms, e.g. [{HorizontalFlip: {p: 0.5}}], run after train_augment.
     albumentations: list = field(default_factory=list)
+    # Per training batch, Keras layers: [{name: randaugment, num_ops: 2, magnitude: 0.5},
+    # {name: mixup, alpha: 0.2}, {name: cutmix, alpha: 1.0}]; see data/batch_augment.py.
+    batch_augment: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,10 @@ class OptimizerConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     clipnorm: float | None = None
+    # Keras's use_ema: an exponential moving average of the weights, which validation,
+    # checkpoints, evaluation and export use; ema_momentum in (0, 1), nearer 1 = slower.
+    ema: bool = False
+    ema_momentum: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,15 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when a logged metric (history.csv column) has not improved for `patience` epochs."""
+
+    patience: int | None = None  # None: never stop early
+    monitor: str = "val_main_top1"  # a loss is minimized, anything else maximized
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """The fit loop: epochs, losses, checkpoints and resume."""
 
@@ -133,6 +149,10 @@ class TrainingConfig:
     # Freeze every layer from the input through this block (conv1, conv2, inception_3a .. 5b);
     # frozen batch norm runs in inference mode. None: train everything.
     freeze_until: str | None = None
+    # Per-class loss weights on every head: "balanced" (n / (classes * count), from train.csv),
+    # {class name or id: weight} (others 1), or a YAML/JSON mapping or CSV (class,weight) file.
+    class_weight: str | dict | None = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,9 @@ class RuntimeConfig:
     devices: list = field(default_factory=list)  # mirrored/one_device: e.g. ["/gpu:0"]
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     jit_compile: bool = False  # XLA; slower on the CPUs we measured, off under a strategy anyway
+    # Batch-norm statistics over the global batch (all replicas), not each replica's share:
+    # for small per-replica batches under mirrored / multi_worker.
+    sync_batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,9 @@ class LoggingConfig:
 
     logfile: str = "output.log"  # LOGFILE, inside the run folder unless absolute
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # LOGLEVEL
+    # [first, last] training steps (1-based, of each fit) to trace with TensorBoard's profiler.
+    profile_batches: list | None = None
+    hparams: bool = True  # the config's hyper-parameters and final metrics on the HParams tab
 
 
 @dataclass(frozen=True)

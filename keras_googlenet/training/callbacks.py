@@ -7,6 +7,9 @@ the resume backup, last, so that a backup never claims an epoch whose history, T
 summaries and checkpoints are not yet on disk. A crash between those writes and the backup
 reruns that epoch; `history.truncate_history` and `tensorboard.purge_events` then drop what
 the lost run wrote.
+
+With `optimizer.ema`, `EmaWeightsIn` goes just before the checkpoints and `EmaWeightsOut` just
+before the backup (training/ema.py); `training.early_stopping` goes after the plateau.
 """
 
 from __future__ import annotations
@@ -220,13 +223,16 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
         global_batch: images per step over all replicas (for images/s).
     """
     s, t = cfg.schedule, cfg.training
-    from keras_googlenet.training import schedules, tensorboard
+    from keras_googlenet.training import early_stopping, ema, schedules, tensorboard
 
     callbacks = [
         schedules.lr_scheduler(s, cfg.optimizer.lr, t.epochs),
         EpochStats(global_batch),
         keras.callbacks.TerminateOnNaN(),
     ]
+    ema_in = ema.EmaWeightsIn() if cfg.optimizer.ema else None
+    if ema_in:  # before the checkpoints: they save the EMA weights (see training/ema.py)
+        callbacks.append(ema_in)
     if chief:
         monitor = dict(monitor=schedules.MONITOR, mode="max")
         callbacks += [
@@ -244,7 +250,9 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
                 every=t.checkpoint_interval,
             ),
             keras.callbacks.CSVLogger(str(run.history), append=True),
-            tensorboard.RunTensorBoard(run.tensorboard),
+            tensorboard.RunTensorBoard(
+                run.tensorboard, profile_batches=cfg.logging.profile_batches
+            ),
         ]
     callbacks.append(EpochLogLine(t.epochs))
     if s.name == "plateau":
@@ -258,6 +266,10 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
         if initial_epoch:
             plateau.restore(initial_epoch)
         callbacks.append(plateau)
+    if t.early_stopping.patience is not None:
+        callbacks.append(early_stopping.for_run(t.early_stopping, own.backup, initial_epoch))
+    if ema_in:  # the backup keeps the raw weights and the averages where training left them
+        callbacks.append(ema.EmaWeightsOut(ema_in))
     callbacks.append(ResumableBackup(own.backup, save_freq=t.backup_every))
     if os.environ.get(KILL_ENV):
         callbacks.append(KillAtStep(int(os.environ[KILL_ENV])))

@@ -26,7 +26,7 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import finetune, history, tensorboard
+from keras_googlenet.training import class_weights, early_stopping, finetune, history, tensorboard
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
 from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
@@ -42,20 +42,36 @@ log = logging.getLogger("keras_googlenet")
 
 
 def _datasets(cfg: Config, strategy, datasets):
-    """(train data, val data, info, a function giving one local training batch) for `fit`."""
+    """(train data, val data, info, a function giving one local training batch) for `fit`.
+
+    With `training.class_weight` the training batches carry per-image weights; with MixUp or
+    CutMix the validation labels are one-hot, like the training ones.
+    """
+    from keras_googlenet.data.batch_augment import one_hot_labels, soft_labels
+
+    table = Path(cfg.paths.run_dir) / class_weights.TABLE if is_chief(strategy) else None
     if datasets is not None:
         train_ds, val_ds, info = datasets
-        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1))))
+        weights = class_weights.for_run(cfg, info, table)
+        sample = lambda: next(iter(train_ds.take(1)))  # noqa: E731
+        return class_weights.with_class_weights(train_ds, weights), val_ds, info, sample
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
     info = read_dataset_info(cfg)
-    train_data = data.distribute_for_fit(
-        strategy, lambda ctx: data.make_train_dataset(cfg, info, input_context=ctx)
-    )
-    val_data = data.distribute_for_fit(
-        strategy, lambda ctx: data.make_val_dataset(cfg, info, input_context=ctx)
-    )
+    weights = class_weights.for_run(cfg, info, table)
+
+    def train_dataset(ctx):
+        ds = data.make_train_dataset(cfg, info, input_context=ctx)
+        return class_weights.with_class_weights(ds, weights)
+
+    def val_dataset(ctx):
+        ds = data.make_val_dataset(cfg, info, input_context=ctx)
+        soft = soft_labels(cfg.data.batch_augment)
+        return one_hot_labels(ds, len(info.class_names)) if soft else ds
+
+    train_data = data.distribute_for_fit(strategy, train_dataset)
+    val_data = data.distribute_for_fit(strategy, val_dataset)
     return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info))))
 
 
@@ -83,8 +99,8 @@ def train(
 
     Returns:
         `{"run_dir", "status" ("finished" or "already_done"), "epochs", "initial_epoch",
-        "epochs_run", "metrics" (the last epoch's row), "best_val_main_top1", "precision",
-        "strategy", "global_batch_size"}`.
+        "epochs_run", "stopped_early", "metrics" (the last epoch's row), "best_val_main_top1",
+        "precision", "strategy", "global_batch_size"}`.
 
     Raises:
         UserError: bad data, a folder started with another config, a loss that became NaN.
@@ -107,7 +123,7 @@ def train(
             model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
-                _write_tensorboard_extras(model, run, sample_fn)
+                _write_tensorboard_extras(model, run, sample_fn, cfg)
             callbacks = cb.run_callbacks(
                 cfg,
                 run,
@@ -118,13 +134,15 @@ def train(
                 global_batch=global_batch,
             )
             _fit(model, cfg, train_data, val_data, callbacks, initial_epoch)
-        rows = _finish(run, own, cfg, chief)
+        stopped = initial_epoch < cfg.training.epochs and early_stopping.stopped_early(callbacks)
+        rows, finished = _finish(run, own, cfg, chief, stopped_early=stopped)
     return {
         "run_dir": str(run.root),
         "epochs": cfg.training.epochs,
         "status": "finished",
         "initial_epoch": initial_epoch,
-        "epochs_run": cfg.training.epochs - initial_epoch,
+        "epochs_run": finished - initial_epoch,
+        "stopped_early": stopped,
         "metrics": rows[-1] if rows else {},
         "best_val_main_top1": history.best_so_far(rows),
         "precision": policy,
@@ -261,18 +279,28 @@ def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int
     )
 
 
-def _finish(run: RunDir, own: RunDir, cfg: Config, chief: bool) -> list[dict]:
-    """Checks every epoch ran, then plots, marks the run DONE and drops the resume backup.
+def _finish(
+    run: RunDir, own: RunDir, cfg: Config, chief: bool, stopped_early: bool = False
+) -> tuple[list[dict], int]:
+    """Checks every epoch ran (or early stopping ended the run), then plots, marks the run DONE
+    and drops the resume backup.
 
     Returns:
-        The history rows (chief), else [].
+        (the history rows (chief, else []), the number of finished epochs).
 
     Raises:
-        UserError: training stopped early (TerminateOnNaN).
+        UserError: training stopped before its last epoch (TerminateOnNaN).
     """
     epochs = cfg.training.epochs
     finished = (cb.read_backup_state(own.backup) or {}).get("epoch", 0)
-    if finished < epochs:
+    if stopped_early:
+        log.info(
+            "early stopping: %s did not improve for %d epochs; stopped after epoch %d",
+            cfg.training.early_stopping.monitor,
+            cfg.training.early_stopping.patience,
+            finished,
+        )
+    elif finished < epochs:
         raise UserError(
             f"training stopped after epoch {finished} of {epochs}: the loss became NaN or "
             "infinite (lower optimizer.lr, or check the data)",
@@ -280,20 +308,23 @@ def _finish(run: RunDir, own: RunDir, cfg: Config, chief: bool) -> list[dict]:
         )
     if not chief:
         shutil.rmtree(own.backup, ignore_errors=True)
-        return []
+        return [], finished
     from keras_googlenet.training.plots import plot_history
 
     plot_history(run.history, run.plots)
-    run.done.write_text(f"{epochs} epochs\n")
+    run.done.write_text(
+        f"{finished} epochs (stopped early)\n" if stopped_early else f"{epochs} epochs\n"
+    )
     # The backup is only for resuming; DONE now answers a restart, and last.keras holds the
     # same weights.
     shutil.rmtree(run.backup, ignore_errors=True)
-    log.info("finished %d epochs; run folder %s", epochs, run.root)
-    return history.read_history(run.history)
+    log.info("finished %d epochs; run folder %s", finished, run.root)
+    return history.read_history(run.history), finished
 
 
-def _write_tensorboard_extras(model, run: RunDir, sample_fn) -> None:
-    """The model graph and one grid of augmented training images, once per run."""
+def _write_tensorboard_extras(model, run: RunDir, sample_fn, cfg: Config) -> None:
+    """The model graph, one grid of augmented training images and the HParams entry, once per
+    run."""
     try:
         tensorboard.write_model_graph(model, run.tensorboard)
     except Exception as e:  # the graph is a nicety; never stop a run for it
@@ -302,6 +333,13 @@ def _write_tensorboard_extras(model, run: RunDir, sample_fn) -> None:
         tensorboard.write_image_grid(_grid_images(sample_fn), run.tensorboard)
     except Exception as e:
         log.warning("could not write the training image grid to TensorBoard: %s", e)
+    if cfg.logging.hparams:
+        from keras_googlenet.training.hparams import write_hparams
+
+        try:
+            write_hparams(cfg, run.tensorboard, run.root.name)
+        except Exception as e:
+            log.warning("could not write the hyper-parameters to TensorBoard: %s", e)
 
 
 def run(args) -> int:

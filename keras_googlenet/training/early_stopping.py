@@ -1,0 +1,67 @@
+"""EarlyStopping (`training.early_stopping`) whose wait count survives a crash.
+
+Keras keeps `wait` and `best` in memory: a resumed run would wait `patience` epochs afresh.
+They are written after every epoch, keyed by the number of finished epochs (as
+`PersistentReduceLROnPlateau` does for its counters), and the entry of the restored epoch is
+loaded back. `train()` tells a run that stopped early from one that failed by `stopped_epoch`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+
+from keras_googlenet.atomic import atomic_write_text
+from keras_googlenet.training.schedules import load_plateau_state as load_counters
+
+STATE_FILE = "early_stopping.json"  # in the run's backup folder, beside plateau.json
+
+
+class PersistentEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping on `monitor` (a loss is minimized, other metrics maximized)."""
+
+    def __init__(self, state_path: str | Path, *, monitor: str, patience: int, min_delta=0.0):
+        super().__init__(
+            monitor=monitor,
+            patience=patience,
+            min_delta=min_delta,
+            mode="min" if monitor.endswith("loss") else "max",
+        )
+        self.state_path = Path(state_path)
+        self._restored: dict | None = None
+
+    def restore(self, finished_epochs: int) -> bool:
+        """Loads the counters saved after `finished_epochs` epochs; False if there are none."""
+        self._restored = load_counters(self.state_path).get(str(finished_epochs))
+        return self._restored is not None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # resets the counters
+        if self._restored:
+            self.wait = int(self._restored["wait"])
+            self.best = self._restored["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        states = load_counters(self.state_path)
+        best = None if self.best is None else float(self.best)
+        states[str(epoch + 1)] = {"wait": int(self.wait), "best": best}
+        keep = sorted(states, key=int)[-3:]  # the backup is never older than the last epoch
+        atomic_write_text(self.state_path, json.dumps({k: states[k] for k in keep}, indent=1))
+
+
+def for_run(e, backup: Path, initial_epoch: int) -> PersistentEarlyStopping:
+    """The callback of `training.early_stopping` `e`, its counters restored on a resume."""
+    early = PersistentEarlyStopping(
+        Path(backup) / STATE_FILE, monitor=e.monitor, patience=e.patience, min_delta=e.min_delta
+    )
+    if initial_epoch:
+        early.restore(initial_epoch)
+    return early
+
+
+def stopped_early(callbacks) -> bool:
+    """Whether an early-stopping callback among `callbacks` stopped its `fit`."""
+    return any(isinstance(c, PersistentEarlyStopping) and c.stopped_epoch for c in callbacks)
