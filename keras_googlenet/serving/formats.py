@@ -17,6 +17,7 @@ Converters and runtimes are optional dependencies (`pip install 'keras_googlenet
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 from keras_googlenet.errors import UserError
@@ -70,7 +71,9 @@ def _to_onnx(model, path: Path) -> None:
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
-    patch_tf2onnx()  # Keras's fix-ups for tf2onnx under NumPy 2 (private; Keras pinned <3.16)
+    with warnings.catch_warnings():  # its probe of np.object warns under NumPy 2
+        warnings.simplefilter("ignore", FutureWarning)
+        patch_tf2onnx()  # Keras's fix-ups for tf2onnx under NumPy 2 (private; Keras pinned <3.16)
     size = model.inputs[0].shape[1:]
     signature = [tf.TensorSpec((None, *size), tf.float32, name="images")]
     fn = tf.function(lambda images: model(images, training=False), autograph=False)
