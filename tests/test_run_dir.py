@@ -13,7 +13,7 @@ from helpers import REPO, run_train_cli, scalar_steps, tiny_overrides, write_pro
 
 from keras_googlenet.training.callbacks import KILL_ENV, ResumableBackup, read_backup_state
 from keras_googlenet.training.history import read_history, truncate_history
-from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.run_dir import RunDir, config_differences
 from keras_googlenet.training.tensorboard import purge_events
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
@@ -280,3 +280,15 @@ def test_kill_resume_keeps_ema_and_early_stopping(tmp_path):
                         hparams = dict(content.session_start_info.hparams)
     assert hparams["optimizer.ema"].bool_value is True
     assert hparams["training.epochs"].number_value == 3
+
+
+def test_keys_added_to_the_schema_later_do_not_block_a_resume():
+    from keras_googlenet.config import Config
+
+    current = Config().to_dict()
+    saved = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
+    del saved["optimizer"]["ema"]  # a run started before optimizer.ema existed
+    saved["training"] = {k: v for k, v in saved["training"].items() if k != "early_stopping"}
+    assert config_differences(saved, current) == []
+    saved["optimizer"]["lr"] = 0.5
+    assert config_differences(saved, current) == ["optimizer.lr"]

@@ -90,6 +90,11 @@ def _to_onnx(model, path: Path) -> None:
     for item in [i for i in graph.input if i.name in captured]:
         graph.initializer.append(onnx.numpy_helper.from_array(captured[item.name], item.name))
         graph.input.remove(item)
+    # Constants the converter folded away (the normalization's sqrt) stay as initializers no
+    # node reads; onnxruntime warns about each when it loads the file.
+    used = {name for node in graph.node for name in node.input}
+    for item in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(item)
     if [i.name for i in graph.input] != ["images"]:
         raise RuntimeError(f"ONNX graph has unexpected inputs {[i.name for i in graph.input]}")
     graph.output[0].name = _rename_output(graph, graph.output[0].name, "probabilities")

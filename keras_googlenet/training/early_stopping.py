@@ -9,6 +9,7 @@ loaded back. `train()` tells a run that stopped early from one that failed by `s
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
@@ -16,6 +17,7 @@ import keras
 from keras_googlenet.atomic import atomic_write_text
 from keras_googlenet.training.schedules import load_plateau_state as load_counters
 
+log = logging.getLogger("keras_googlenet")
 STATE_FILE = "early_stopping.json"  # in the run's backup folder, beside plateau.json
 
 
@@ -43,6 +45,16 @@ class PersistentEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = int(self._restored["wait"])
             self.best = self._restored["best"]
 
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.stopped_epoch:  # Keras prints its own line only with verbose > 0
+            log.info(
+                "early stopping: %s did not improve for %d epochs; stopped after epoch %d",
+                self.monitor,
+                self.patience,
+                self.stopped_epoch + 1,
+            )
+
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         states = load_counters(self.state_path)
@@ -62,6 +74,10 @@ def for_run(e, backup: Path, initial_epoch: int) -> PersistentEarlyStopping:
     return early
 
 
-def stopped_early(callbacks) -> bool:
-    """Whether an early-stopping callback among `callbacks` stopped its `fit`."""
-    return any(isinstance(c, PersistentEarlyStopping) and c.stopped_epoch for c in callbacks)
+def epochs_done(callbacks, epochs: int, initial_epoch: int) -> int:
+    """The epochs a run has done after its `fit`: `epochs`, or fewer if early stopping among
+    `callbacks` stopped it."""
+    for c in callbacks:
+        if isinstance(c, PersistentEarlyStopping) and c.stopped_epoch and initial_epoch < epochs:
+            return c.stopped_epoch + 1  # stopped_epoch: the 0-based epoch it stopped after
+    return epochs

@@ -134,15 +134,15 @@ def train(
                 global_batch=global_batch,
             )
             _fit(model, cfg, train_data, val_data, callbacks, initial_epoch)
-        stopped = initial_epoch < cfg.training.epochs and early_stopping.stopped_early(callbacks)
-        rows, finished = _finish(run, own, cfg, chief, stopped_early=stopped)
+        finished = early_stopping.epochs_done(callbacks, cfg.training.epochs, initial_epoch)
+        rows = _finish(run, own, cfg, chief, stopped_early=finished < cfg.training.epochs)
     return {
         "run_dir": str(run.root),
         "epochs": cfg.training.epochs,
         "status": "finished",
         "initial_epoch": initial_epoch,
         "epochs_run": finished - initial_epoch,
-        "stopped_early": stopped,
+        "stopped_early": finished < cfg.training.epochs,
         "metrics": rows[-1] if rows else {},
         "best_val_main_top1": history.best_so_far(rows),
         "precision": policy,
@@ -281,26 +281,19 @@ def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int
 
 def _finish(
     run: RunDir, own: RunDir, cfg: Config, chief: bool, stopped_early: bool = False
-) -> tuple[list[dict], int]:
-    """Checks every epoch ran (or early stopping ended the run), then plots, marks the run DONE
-    and drops the resume backup.
+) -> list[dict]:
+    """Checks every epoch ran (unless early stopping ended the run), then plots, marks the run
+    DONE and drops the resume backup.
 
     Returns:
-        (the history rows (chief, else []), the number of finished epochs).
+        The history rows (chief), else [].
 
     Raises:
-        UserError: training stopped before its last epoch (TerminateOnNaN).
+        UserError: training stopped early (TerminateOnNaN).
     """
     epochs = cfg.training.epochs
     finished = (cb.read_backup_state(own.backup) or {}).get("epoch", 0)
-    if stopped_early:
-        log.info(
-            "early stopping: %s did not improve for %d epochs; stopped after epoch %d",
-            cfg.training.early_stopping.monitor,
-            cfg.training.early_stopping.patience,
-            finished,
-        )
-    elif finished < epochs:
+    if finished < epochs and not stopped_early:
         raise UserError(
             f"training stopped after epoch {finished} of {epochs}: the loss became NaN or "
             "infinite (lower optimizer.lr, or check the data)",
@@ -308,7 +301,7 @@ def _finish(
         )
     if not chief:
         shutil.rmtree(own.backup, ignore_errors=True)
-        return [], finished
+        return []
     from keras_googlenet.training.plots import plot_history
 
     plot_history(run.history, run.plots)
@@ -319,7 +312,7 @@ def _finish(
     # same weights.
     shutil.rmtree(run.backup, ignore_errors=True)
     log.info("finished %d epochs; run folder %s", finished, run.root)
-    return history.read_history(run.history), finished
+    return history.read_history(run.history)
 
 
 def _write_tensorboard_extras(model, run: RunDir, sample_fn, cfg: Config) -> None:
