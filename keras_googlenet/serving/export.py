@@ -238,6 +238,7 @@ def export_run(
     """
     from keras_googlenet.serving import formats
     from keras_googlenet.serving.graph import ServingSpec
+    from keras_googlenet.training.compile import input_normalization
 
     output = Path(output)
     formats.require(fmt)  # before the slow part
@@ -257,7 +258,7 @@ def export_run(
     metadata = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),
-        "input_contract": input_contract(spec, mean_rgb, config.data.std_rgb),
+        "input_contract": input_contract(spec, *input_normalization(config, mean_rgb)),
     }
     return export_model(model, spec, output, fmt=fmt, overwrite=overwrite, metadata=metadata)
 

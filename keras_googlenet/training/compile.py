@@ -51,10 +51,7 @@ def build_model(cfg: Config, info) -> keras.Model:
             "classes (set model.num_classes to null to take it from the dataset)"
         )
     m = cfg.model
-    mean_rgb, std_rgb = info.mean_rgb, cfg.data.std_rgb
-    if m.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
-        mean, std_rgb = MINUS_ONE_ONE
-        mean_rgb = (mean,) * 3
+    mean_rgb, std_rgb = input_normalization(cfg, info.mean_rgb)
     return build_googlenet(
         num_classes,
         (m.input_size, m.input_size, 3),
@@ -69,6 +66,14 @@ def build_model(cfg: Config, info) -> keras.Model:
         pool4_size=m.pool4_size,
         sync_batch_norm=cfg.runtime.sync_batch_norm,
     )
+
+
+def input_normalization(cfg: Config, dataset_mean_rgb) -> tuple[tuple, float]:
+    """(mean_rgb, std_rgb) that the model's first layer applies: `(x - mean_rgb) / std_rgb`."""
+    if cfg.model.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
+        mean, std = MINUS_ONE_ONE
+        return (mean,) * 3, std
+    return tuple(dataset_mean_rgb), cfg.data.std_rgb
 
 
 def make_optimizer(o) -> keras.optimizers.Optimizer:
