@@ -128,3 +128,21 @@ def test_unknown_format_is_refused(tmp_path, capsys):
         cli("export", "--run-dir", tmp_path, "--output", tmp_path / "e", "--format", "coreml") == 2
     )
     assert "--format" in capsys.readouterr().err
+
+
+def test_contract_states_the_models_normalization():
+    from keras_googlenet.config import load_config
+    from keras_googlenet.serving.export import input_contract
+    from keras_googlenet.serving.graph import ServingSpec
+    from keras_googlenet.training.compile import input_normalization
+
+    for overrides, mean, std in (
+        ([], [120.0, 110.0, 100.0], 58.0),
+        (["model.input_scaling=minus_one_one"], [127.5] * 3, 127.5),  # imported ImageNet weights
+    ):
+        config = load_config(None, overrides)
+        spec = ServingSpec.from_config(config, ["a", "b"])
+        contract = input_contract(spec, *input_normalization(config, (120.0, 110.0, 100.0)))
+        assert contract["mean_rgb"] == mean and contract["std_rgb"] == std
+        assert contract["steps"][-1] == "center crop 224x224"
+        assert contract["output"].startswith("float32 [batch, 2]")
