@@ -10,7 +10,7 @@
 MixUp and CutMix mix pairs of images of a batch and their labels, so the labels become soft:
 one-hot rows mixed with the same weights, summing to 1, the same for all three heads. The
 losses are then categorical cross-entropies on those rows and the validation labels are
-one-hot too (`soft_labels`; see `training.train.compile_model`). RandAugment draws its
+one-hot too (`soft_labels`; see `training.compile.compile_model`). RandAugment draws its
 operations per batch and their strengths per image. Images leave as float32 on the 0-255 scale
 (the model normalizes them).
 
