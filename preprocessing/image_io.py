@@ -92,7 +92,9 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def load_rgb(path: str | os.PathLike, size: int, center_crop: bool = True) -> np.ndarray:
+def load_rgb(
+    path: str | os.PathLike, size: int, center_crop: bool = True, resample: str = "bicubic"
+) -> np.ndarray:
     """Decodes an image file by content and returns it as a `size` x `size` RGB uint8 array.
 
     Args:
@@ -100,6 +102,8 @@ def load_rgb(path: str | os.PathLike, size: int, center_crop: bool = True) -> np
         size: side of the output square.
         center_crop: trim the longer side to a centred square first (keeps the aspect ratio);
             False stretches the whole image to the square.
+        resample: "bicubic" (the dataset's) or "bilinear" (what torchvision's and TF-slim's
+            ImageNet evaluation used).
 
     Returns:
         uint8 array of shape (size, size, 3).
@@ -141,5 +145,6 @@ def load_rgb(path: str | os.PathLike, size: int, center_crop: bool = True) -> np
         raise BadImage(CORRUPT, f"{type(e).__name__}: {e}") from None
     box = square_box(*im.size) if center_crop else (0, 0, *im.size)
     # One resampling pass does crop and resize; tiny images are upscaled the same way.
-    im = im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    method = Image.Resampling.BILINEAR if resample == "bilinear" else Image.Resampling.BICUBIC
+    im = im.resize((size, size), method, box=box)
     return np.asarray(im, dtype=np.uint8)

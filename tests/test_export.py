@@ -77,6 +77,7 @@ def test_export_writes_every_artifact(tiny_run, tiny_export):
         "input_size": 72,
         "resize_size": 80,
         "crop_square": True,
+        "resize_method": "bicubic",
         "top_k": 3,
         "num_classes": 3,
     }

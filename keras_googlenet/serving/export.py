@@ -1,6 +1,7 @@
 """Export a trained run as a self-contained SavedModel (plus a `.keras` inference model).
 
     keras-googlenet export --run-dir runs/NAME --output exports/NAME [--version N]
+    keras-googlenet export --weights weights/torchvision/imagenet.weights.h5 --output DIR
 
 The folder holds a SavedModel that needs TensorFlow only, no project code:
 
@@ -162,6 +163,29 @@ def export_run(run, output, *, checkpoint: str = "best", overwrite: bool = False
     return export_model(model, spec, output, overwrite=overwrite, metadata=metadata)
 
 
+def export_imported(weights, output, *, overwrite: bool = False, top_k: int = 5):
+    """Exports a weights file of import-weights (ImageNet classes, its source's preprocessing).
+
+    Returns:
+        The export folder as a `Path`.
+    """
+    from keras_googlenet.model.import_weights import load_imported
+    from keras_googlenet.serving.graph import ServingSpec
+
+    output = Path(output)
+    check_output(output, overwrite)  # before the slow part
+    model, info = load_imported(weights)
+    spec = ServingSpec.from_imported(info, top_k=top_k)
+    metadata = {
+        "weights": str(Path(weights).resolve()),
+        "source": info["source"],
+        "source_sha256": info.get("sha256"),
+    }
+    return export_model(
+        float32_inference_model(model), spec, output, overwrite=overwrite, metadata=metadata
+    )
+
+
 def folder_size(path: Path) -> int:
     """Bytes in all files under `path`."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
@@ -176,13 +200,16 @@ def run(args) -> int:
             raise UserError(f"--version must be at least 1, got {args.version}")
         # TensorFlow Serving loads MODEL_DIR/<version>/ and serves the highest version.
         output = output / str(args.version)
-    out = export_run(
-        args.run_dir,
-        output,
-        checkpoint=args.checkpoint,
-        overwrite=args.overwrite,
-        top_k=args.top_k,
-    )
+    if args.weights:
+        out = export_imported(args.weights, output, overwrite=args.overwrite, top_k=args.top_k)
+    else:
+        out = export_run(
+            args.run_dir,
+            output,
+            checkpoint=args.checkpoint,
+            overwrite=args.overwrite,
+            top_k=args.top_k,
+        )
     size = folder_size(out)
     print(f"exported to {out} ({size / 2**20:.1f} MiB); default signature: serve_images")
     return 0

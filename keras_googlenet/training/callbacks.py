@@ -223,7 +223,9 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
     from keras_googlenet.training import schedules, tensorboard
 
     callbacks = [
-        schedules.lr_scheduler(s, cfg.optimizer.lr, t.epochs),
+        schedules.lr_scheduler(
+            s, cfg.optimizer.lr, t.epochs, t.finetune.head_epochs, t.finetune.lr_factor
+        ),
         EpochStats(global_batch),
         keras.callbacks.TerminateOnNaN(),
     ]

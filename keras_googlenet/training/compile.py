@@ -7,7 +7,7 @@ import keras
 from keras_googlenet.config import Config
 from keras_googlenet.errors import UserError
 from keras_googlenet.model.googlenet import build_googlenet
-from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES
+from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES, PAPER_CONVENTION
 
 # Batch norm scales/offsets and biases are not decayed (decay would only shrink them).
 NO_DECAY = ["gamma", "beta", "bias"]
@@ -51,8 +51,13 @@ def build_model(cfg: Config, info) -> keras.Model:
             "classes (set model.num_classes to null to take it from the dataset)"
         )
     m = cfg.model
+    # A null key (no imported file adopted into the config) means the paper's model.
+    padding, pool4_size, input_scaling = (
+        PAPER_CONVENTION[key] if getattr(m, key) is None else getattr(m, key)
+        for key in ("padding", "pool4_size", "input_scaling")
+    )
     mean_rgb, std_rgb = info.mean_rgb, cfg.data.std_rgb
-    if m.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
+    if input_scaling == "minus_one_one":  # what ImageNet weights were trained on
         mean, std_rgb = MINUS_ONE_ONE
         mean_rgb = (mean,) * 3
     return build_googlenet(
@@ -65,8 +70,8 @@ def build_model(cfg: Config, info) -> keras.Model:
         initializer=m.initializer,
         mean_rgb=mean_rgb,
         std_rgb=std_rgb,
-        padding=m.padding,
-        pool4_size=m.pool4_size,
+        padding=padding,
+        pool4_size=pool4_size,
     )
 
 
@@ -98,7 +103,7 @@ def make_optimizer(o) -> keras.optimizers.Optimizer:
     return opt
 
 
-def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
+def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Model:
     """Compiles `model` for training: optimizer, per-head losses, weights and metrics.
 
     Call inside the strategy's scope, after the precision policy is set (a `mixed_float16`
@@ -106,6 +111,12 @@ def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
 
     Metrics: `top1`/`top5` on `main`, `accuracy` on each auxiliary head; Keras prefixes them
     with the output name (`main_top1`, `aux_4a_accuracy`).
+
+    Args:
+        model: the training model.
+        cfg: the config (`optimizer.*`, `training.*`, `runtime.jit_compile`).
+        optimizer: an optimizer to keep (a recompile after (un)freezing layers keeps its
+            state); None: a new one from `cfg.optimizer`.
 
     Returns:
         `model`, compiled.
@@ -129,7 +140,7 @@ def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
     for head in heads[1:]:
         metrics[head] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     model.compile(
-        optimizer=make_optimizer(cfg.optimizer),
+        optimizer=optimizer or make_optimizer(cfg.optimizer),
         loss={head: loss() for head in heads},
         loss_weights={head: float(cfg.training.loss_weights.get(head, 0.0)) for head in heads},
         metrics=metrics,

@@ -91,6 +91,7 @@ def train(
     """
     if datasets is None:
         require(cfg, "data.input_dir")
+    cfg = finetune.adopt_convention(cfg)  # model keys left null: the imported file's
     # The strategy first: a multi-worker strategy must be set up before other TensorFlow work.
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
@@ -104,20 +105,28 @@ def train(
             train_data, val_data, info, sample_fn = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
-            model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
+            model = _build_compiled_model(cfg, info, strategy, sample_fn, initial_epoch)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn)
-            callbacks = cb.run_callbacks(
-                cfg,
-                run,
-                own,
-                chief=chief,
-                initial_epoch=initial_epoch,
-                best=best,
-                global_batch=global_batch,
-            )
-            _fit(model, cfg, train_data, val_data, callbacks, initial_epoch)
+            # One fit per fine-tuning phase still to train; a later phase starts like a resume.
+            first = finetune.phase_at(cfg, initial_epoch)
+            for phase in finetune.phases(cfg)[first.number - 1 :]:
+                start = max(initial_epoch, phase.start)
+                if phase != first:
+                    with strategy.scope():
+                        finetune.enter_phase(model, cfg, phase)
+                    best = history.best_so_far(history.read_history(run.history)) if chief else None
+                callbacks = cb.run_callbacks(
+                    cfg,
+                    run,
+                    own,
+                    chief=chief,
+                    initial_epoch=start,
+                    best=best,
+                    global_batch=global_batch,
+                )
+                _fit(model, cfg, train_data, val_data, callbacks, start, phase.end)
         rows = _finish(run, own, cfg, chief)
     return {
         "run_dir": str(run.root),
@@ -198,9 +207,10 @@ def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
     return global_batch, policy
 
 
-def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool) -> keras.Model:
+def _build_compiled_model(cfg: Config, info, strategy, sample_fn, initial_epoch: int):
     """The compiled training model, built in the strategy's scope with its optimizer state;
-    imported weights loaded (a new run) and layers frozen as the config says."""
+    imported weights loaded (a new run) and layers frozen as the phase of `initial_epoch`
+    says."""
     import tensorflow as tf
 
     log.info(
@@ -211,12 +221,15 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool)
     )
     with strategy.scope():
         model = build_model(cfg, info)
-        if cfg.training.init_weights and not resumed:  # a resume restores its own
+        if cfg.training.init_weights and not initial_epoch:  # a resume restores its own
             finetune.load_init_weights(model, cfg)
-        finetune.freeze(model, cfg.training.freeze_until)  # again on resume, before
-        model = compile_model(model, cfg)  # compile fixes the trainable variables
-        # Built now, in the scope, so the backup can restore the optimizer's state.
+        # The optimizer is built now, in the scope, so the backup can restore its state, over
+        # every variable the last phase trains, so it keeps one layout across phases.
+        finetune.freeze(model, finetune.phases(cfg)[-1].freeze_until)
+        model = compile_model(model, cfg)
         model.optimizer.build(model.trainable_variables)
+        if len(finetune.phases(cfg)) > 1:  # freeze for the phase of initial_epoch, recompile
+            finetune.enter_phase(model, cfg, finetune.phase_at(cfg, initial_epoch))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         patch_keras_for_multi_worker(model, sample_fn())
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
@@ -243,15 +256,16 @@ def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     return history.best_so_far(history.read_history(run.history))
 
 
-def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int) -> None:
-    if initial_epoch >= cfg.training.epochs:
+def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int, epochs: int):
+    if initial_epoch >= epochs:
         return
     # The validation set is one finite pass of unknown length (bad files are skipped); Keras
     # warns each time it ends. So is the training set without data.steps_per_epoch.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     model.fit(
         train_data,
-        epochs=cfg.training.epochs,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=cfg.data.steps_per_epoch,
         validation_data=val_data,
         validation_steps=cfg.data.validation_steps,
