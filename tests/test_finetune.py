@@ -82,6 +82,24 @@ def test_finetune_keys_are_refused_in_one_line(overrides, words):
     assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
+def test_model_keys_left_null_take_the_imported_files_values(slim_weights):
+    from keras_googlenet.training.finetune import adopt_convention
+
+    def convention(**overrides):
+        cfg = adopt_convention(load_config(REPO / "configs" / "smoke.yaml", overrides))
+        return cfg.model.padding, cfg.model.pool4_size, cfg.model.input_scaling
+
+    assert convention() == ("same", 3, "dataset_mean")  # the paper's
+    weights = {"training.init_weights": str(slim_weights)}
+    assert convention(**weights) == ("same", 2, "minus_one_one")  # slim's imagenet.json
+    assert convention(**weights, **{"model.pool4_size": 2}) == ("same", 2, "minus_one_one")
+    with pytest.raises(ConfigError) as e:  # set against the file: refused, one line
+        convention(**weights, **{"model.padding": "torchvision"})
+    message = str(e.value)
+    assert "needs model.padding: same" in message and str(slim_weights) in message, message
+    assert "\n" not in message
+
+
 # --------------------------------------------------------------------------------------------
 # Two phases across kill -9 and resume.
 

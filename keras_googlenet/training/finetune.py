@@ -46,29 +46,29 @@ def check_convention(cfg: Config, info: dict, path: str) -> None:
 
 
 def adopt_convention(cfg: Config) -> Config:
-    """`cfg` with the model keys it left null taken from `training.init_weights`' JSON.
-
-    Without init_weights, `cfg` unchanged (build_model reads null as the paper's value).
+    """`cfg` with the model keys it left null filled in: from `training.init_weights`' JSON,
+    else the paper's values (so a run's config.yaml records what was built).
 
     Raises:
         UserError / ConfigError: the file or its JSON is missing, or a key set in the config
             contradicts the file.
     """
     from keras_googlenet.model.import_weights import read_sidecar
+    from keras_googlenet.model.table import PAPER_CONVENTION
 
     path = cfg.training.init_weights
-    if not path:
-        return cfg
-    info = read_sidecar(path)
-    check_convention(cfg, info, path)
+    wanted = dict(PAPER_CONVENTION)
+    if path:
+        info = read_sidecar(path)
+        check_convention(cfg, info, path)
+        wanted.update({k: v for k, v in info["model"].items() if k in wanted and v is not None})
     adopted = {
-        f"model.{key}": info["model"][key]
-        for key in CONVENTION_KEYS
-        if getattr(cfg.model, key) is None and info["model"].get(key) is not None
+        f"model.{key}": value for key, value in wanted.items() if getattr(cfg.model, key) is None
     }
-    if adopted:
+    if adopted and path:
         log.info("from %s: %s", path, ", ".join(f"{k}={v}" for k, v in adopted.items()))
-    return apply_overrides(cfg, adopted, f"training.init_weights {path}") if adopted else cfg
+    source = f"training.init_weights {path}" if path else "the paper's model"
+    return apply_overrides(cfg, adopted, source) if adopted else cfg
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,7 +91,8 @@ def train(
     """
     if datasets is None:
         require(cfg, "data.input_dir")
-    cfg = finetune.adopt_convention(cfg)  # model keys left null: the imported file's
+    # Model keys left null: the imported file's values, or the paper's.
+    cfg = finetune.adopt_convention(cfg)
     # The strategy first: a multi-worker strategy must be set up before other TensorFlow work.
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
