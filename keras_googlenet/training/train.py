@@ -110,24 +110,18 @@ def train(
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn)
-            # One fit per fine-tuning phase still to train; a later phase starts like a resume.
-            first = finetune.phase_at(cfg, initial_epoch)
-            for phase in finetune.phases(cfg)[first.number - 1 :]:
-                start = max(initial_epoch, phase.start)
-                if phase != first:
-                    with strategy.scope():
-                        finetune.enter_phase(model, cfg, phase)
-                    best = history.best_so_far(history.read_history(run.history)) if chief else None
+            phases = _phases_to_train(model, cfg, run, strategy, chief, initial_epoch, best)
+            for start, end, best_so_far in phases:
                 callbacks = cb.run_callbacks(
                     cfg,
                     run,
                     own,
                     chief=chief,
                     initial_epoch=start,
-                    best=best,
+                    best=best_so_far,
                     global_batch=global_batch,
                 )
-                _fit(model, cfg, train_data, val_data, callbacks, start, phase.end)
+                _fit(model, cfg, train_data, val_data, callbacks, start, end)
         rows = _finish(run, own, cfg, chief)
     return {
         "run_dir": str(run.root),
@@ -255,6 +249,20 @@ def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
             purged,
         )
     return history.best_so_far(history.read_history(run.history))
+
+
+def _phases_to_train(model, cfg: Config, run: RunDir, strategy, chief, initial_epoch, best):
+    """Yields (first epoch, end epoch, best top-1 so far) of each fine-tuning phase still to
+    train (one `fit` each), switching `model` to the phase before yielding it: a later phase
+    starts as a run resumed at its first epoch would. One phase without training.finetune."""
+    first = finetune.phase_at(cfg, initial_epoch)
+    for phase in finetune.phases(cfg)[first.number - 1 :]:
+        if phase != first:
+            with strategy.scope():
+                finetune.enter_phase(model, cfg, phase)
+            if chief:
+                best = history.best_so_far(history.read_history(run.history))
+        yield max(initial_epoch, phase.start), phase.end, best
 
 
 def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int, epochs: int):
