@@ -200,3 +200,24 @@ def test_predict_and_export_from_imported_weights(slim_weights, tmp_path, capsys
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split(maxsplit=1) == [str(top_id), top_label + "\n"]
+
+
+def test_each_source_keeps_its_own_evaluation_preprocessing():
+    import tensorflow as tf
+
+    from keras_googlenet.serving.graph import ServingSpec, preprocess_images
+
+    names = {"class_names": ["a", "b"]}
+    torch = ServingSpec.from_imported({"source": "torchvision", **names})
+    slim = ServingSpec.from_imported({"source": "slim", **names})
+    assert (torch.resize_size, torch.input_size, torch.resize_method) == (256, 224, "bilinear")
+    assert torch.crop_square and not slim.crop_square  # Resize+CenterCrop vs central_crop
+    # A 2:1 frame whose left quarter is bright: torchvision's centred square leaves it out,
+    # slim's stretched frame keeps it (as the first 48 of 224 columns after the 256 -> 224 crop).
+    frame = np.zeros((1, 128, 256, 3), np.uint8)
+    frame[:, :, :64] = 200
+    torch_pixels = preprocess_images(tf.constant(frame), torch).numpy()
+    slim_pixels = preprocess_images(tf.constant(frame), slim).numpy()
+    assert torch_pixels.shape == slim_pixels.shape == (1, 224, 224, 3)
+    assert torch_pixels.max() == 0
+    assert slim_pixels[0, :, :46].min() == 200 and slim_pixels[0, :, 50:].max() == 0
