@@ -85,6 +85,11 @@ def validate(config: Config, source: str) -> Config:
             "training.init_weights",
             f"must be a .weights.h5 file of import-weights, got {t.init_weights}",
         )
+    if config.runtime.steps_per_execution < 1:
+        bad(
+            "runtime.steps_per_execution",
+            f"must be at least 1, got {config.runtime.steps_per_execution}",
+        )
     for head, weight in t.loss_weights.items():
         if head not in OUTPUT_NAMES:
             close = difflib.get_close_matches(str(head), OUTPUT_NAMES, n=1)
