@@ -155,7 +155,10 @@ class RuntimeConfig:
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker"] = "auto"
     devices: list = field(default_factory=list)  # mirrored/one_device: e.g. ["/gpu:0"]
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    jit_compile: bool = False  # XLA; slower on the CPUs we measured, off under a strategy anyway
+    jit_compile: bool = False  # XLA: see bench/README.md for what it gave on CPU
+    # Training steps per call into TensorFlow: saves per-step overhead where steps take
+    # milliseconds (GPUs, small images); batch-level callbacks then run every N steps.
+    steps_per_execution: int = 1
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_googlenet.model.batch_norm import fuse_training_pass
 from keras_googlenet.model.table import (
     AUX_AFTER,
     INCEPTION_TABLE,
@@ -45,7 +46,8 @@ def conv_bn_relu(
         name=name,
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
+        bn = keras.layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")
+        x = fuse_training_pass(bn)(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -37,12 +37,19 @@ class EpochStats(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._steps = 0
+        self._first_step = None
         self._start = time.perf_counter()
         self._train_end = None
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first_step is None:  # not 0 when a resumed run starts mid-epoch
+            self._first_step = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
+        # `batch` is the last step Keras ran: with steps_per_execution > 1 this is called once
+        # per group of steps, so counting calls would undercount.
+        self._steps = batch + 1 - self._first_step
 
     def on_test_begin(self, logs=None):
         if self._train_end is None:

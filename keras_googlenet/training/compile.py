@@ -145,5 +145,6 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
         loss_weights={head: float(cfg.training.loss_weights.get(head, 0.0)) for head in heads},
         metrics=metrics,
         jit_compile=cfg.runtime.jit_compile,
+        steps_per_execution=cfg.runtime.steps_per_execution,
     )
     return model
