@@ -85,7 +85,6 @@ def validate(config: Config, source: str) -> Config:
             "training.init_weights",
             f"must be a .weights.h5 file of import-weights, got {t.init_weights}",
         )
-<<<<<<< HEAD
     f = t.finetune
     if f.head_epochs < 0:
         bad("training.finetune.head_epochs", f"must not be negative, got {f.head_epochs}")
@@ -99,13 +98,11 @@ def validate(config: Config, source: str) -> Config:
         )
     if not 0 < f.lr_factor <= 1:
         bad("training.finetune.lr_factor", f"must be in (0, 1], got {f.lr_factor}")
-=======
     if config.runtime.steps_per_execution < 1:
         bad(
             "runtime.steps_per_execution",
             f"must be at least 1, got {config.runtime.steps_per_execution}",
         )
->>>>>>> issue15
     for head, weight in t.loss_weights.items():
         if head not in OUTPUT_NAMES:
             close = difflib.get_close_matches(str(head), OUTPUT_NAMES, n=1)
