@@ -160,7 +160,7 @@ def test_serving_preprocessing_matches_validation_pipeline(shared_processed_data
 
     config = tiny_config(shared_processed_dataset)
     info = read_dataset_info(config)
-    images, _ = next(iter(make_val_dataset(config, info)))
+    images, _, _ = next(iter(make_val_dataset(config, info)))
     spec = ServingSpec.from_config(config, info.class_names)
     served = np.stack(
         [

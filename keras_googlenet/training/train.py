@@ -42,10 +42,11 @@ log = logging.getLogger("keras_googlenet")
 
 
 def _datasets(cfg: Config, strategy, datasets):
-    """(train data, val data, info, a function giving one local training batch) for `fit`."""
+    """(train data, val data, info, a function giving one local training batch, validation
+    steps or None) for `fit`."""
     if datasets is not None:
         train_ds, val_ds, info = datasets
-        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1))))
+        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1)))), None
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
@@ -56,7 +57,12 @@ def _datasets(cfg: Config, strategy, datasets):
     val_data = data.distribute_for_fit(
         strategy, lambda ctx: data.make_val_dataset(cfg, info, input_context=ctx)
     )
-    return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info))))
+    # Keras must be told the validation steps: see `val_layout`.
+    replicas = strategy.num_replicas_in_sync
+    per_replica = data.global_batch_size(cfg, replicas) // replicas
+    val_steps = data.val_layout(info.val_size, replicas, per_replica).steps
+    sample_fn = lambda: next(iter(data.make_train_dataset(cfg, info)))  # noqa: E731
+    return train_data, val_data, info, sample_fn, val_steps
 
 
 def _grid_images(sample_fn):
@@ -101,7 +107,7 @@ def train(
         initial_epoch = _resume_point(own, run, cfg)
         global_batch, policy = _setup_numbers(cfg, strategy)
         with precision_policy(policy):
-            train_data, val_data, info, sample_fn = _datasets(cfg, strategy, datasets)
+            train_data, val_data, info, sample_fn, val_steps = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
             model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
@@ -117,7 +123,7 @@ def train(
                 best=best,
                 global_batch=global_batch,
             )
-            _fit(model, cfg, train_data, val_data, callbacks, initial_epoch)
+            _fit(model, cfg, train_data, (val_data, val_steps), callbacks, initial_epoch)
         rows = _finish(run, own, cfg, chief)
     return {
         "run_dir": str(run.root),
@@ -243,9 +249,11 @@ def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     return history.best_so_far(history.read_history(run.history))
 
 
-def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int) -> None:
+def _fit(model, cfg: Config, train_data, validation, callbacks, initial_epoch: int) -> None:
+    """`model.fit` from `initial_epoch`; `validation`: (dataset, steps or None)."""
     if initial_epoch >= cfg.training.epochs:
         return
+    val_data, val_steps = validation
     # The validation set is one finite pass of unknown length (bad files are skipped); Keras
     # warns each time it ends. So is the training set without data.steps_per_epoch.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -254,7 +262,7 @@ def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int
         epochs=cfg.training.epochs,
         steps_per_epoch=cfg.data.steps_per_epoch,
         validation_data=val_data,
-        validation_steps=cfg.data.validation_steps,
+        validation_steps=cfg.data.validation_steps or val_steps,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 0,
