@@ -196,14 +196,25 @@ def run_state(run: RunDir, cfg: Config) -> str:
     if not _occupied(run.root):
         return "new"
     if not run.config.is_file():
+        if _trained(run):
+            raise UserError(
+                f"{run.config}: missing from a run folder that holds a trained run; put it "
+                "back (the config the run was started with), or add --restart for a new run"
+            )
         raise UserError(
             f"{run.root}: not empty and has no config.yaml, so it is not a run folder; "
             "choose another --run-dir"
         )
     try:
-        saved = yaml.safe_load(run.config.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{run.config}: cannot read the run's config ({e})") from None
+        saved = yaml.safe_load(run.config.read_text())
+        if not isinstance(saved, dict):
+            raise yaml.YAMLError(f"expected a mapping, found {type(saved).__name__}")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{run.config}: cannot read the run's config ({first}); put the original back, or "
+            "add --restart for a new run"
+        ) from None
     differing = config_differences(saved, cfg.to_dict())
     if differing and not _trained(run):
         # A start that failed before its first epoch (a wrong data path, say) left only

@@ -26,7 +26,7 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import finetune, history, tensorboard
+from keras_googlenet.training import finetune, history, resume, tensorboard
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
 from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
@@ -104,13 +104,16 @@ def train(
     if state == "done":
         return _already_done(run, cfg)
     with run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level):
-        initial_epoch = _resume_point(own, run, cfg)
+        point = _resume_point(own, run, cfg, chief)
+        initial_epoch = point.epoch
         global_batch, policy = _setup_numbers(cfg, strategy)
         with precision_policy(policy):
             train_data, val_data, info, sample_fn, val_steps = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
             model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
+            if point.from_last:  # a damaged backup: the one fit restores is rebuilt first
+                resume.rebuild_backup_from_last(model, run, own, initial_epoch)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn)
@@ -173,15 +176,18 @@ def _already_done(run: RunDir, cfg: Config) -> dict:
     }
 
 
-def _resume_point(own: RunDir, run: RunDir, cfg: Config) -> int:
-    """The epoch to start from: the backup's, else 0."""
-    backup = cb.read_backup_state(own.backup)
-    initial_epoch = backup["epoch"] if backup else 0
-    state = (
-        f"resuming after epoch {initial_epoch} of {cfg.training.epochs}" if backup else "new run"
-    )
+def _resume_point(own: RunDir, run: RunDir, cfg: Config, chief: bool) -> resume.ResumePoint:
+    """Where to start: the backup's epoch, else after the epochs history.csv lists (from
+    last.keras), else 0; a damaged run folder is checked here (`resume.resume_point`)."""
+    point = resume.resume_point(run, own, chief)
+    saved = cb.read_backup_state(own.backup) or {}
+    if saved or point.from_last:
+        where = f" (step {saved['step']})" if saved else f" from {run.last}"
+        state = f"resuming after epoch {point.epoch} of {cfg.training.epochs}{where}"
+    else:
+        state = "new run"
     log.info("run folder %s: %s", run.root, state)
-    return initial_epoch
+    return point
 
 
 def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
@@ -236,6 +242,7 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool)
 def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     """Removes what an epoch cut short wrote (history rows, TensorBoard summaries), so a resumed
     run has no repeated steps; returns the best validation top-1 so far."""
+    resume.drop_damaged_best(run)
     dropped = history.truncate_history(run.history, initial_epoch)
     purged = tensorboard.purge_events(run.tensorboard, initial_epoch)
     if dropped or (purged and initial_epoch):
