@@ -529,3 +529,31 @@ def test_real_model_fits_the_pipeline_and_normalizes_inside(shared_processed_dat
         after(normalized, training=False), model(x, training=False)["main"], atol=1e-6
     )
     assert not np.allclose(after(tf.cast(x, tf.float32), training=False), after(normalized))
+
+
+def test_probe_and_decode_on_fuzzed_files(tmp_path):
+    """The training reader on 320 mutated files: `probe_image` gives a reason or passes the
+    file; a passed file decodes to an image or raises the tf.errors that `on_bad_image: skip`
+    drops (never a crash, never a huge allocation from a declared size)."""
+    from helpers import fuzzed_image_files
+
+    from keras_googlenet.data.dataset_info import probe_image
+
+    paths = fuzzed_image_files(tmp_path, count=320)
+    passed, skipped, decoded, dropped = [], [], 0, 0
+    for path in paths:
+        reason = probe_image(str(path))
+        (skipped if reason else passed).append(path)
+        assert reason is None or (isinstance(reason, str) and reason), path
+    assert len(passed) + len(skipped) == len(paths)
+    for name in ("huge.png", "wide.png", "huge.gif", "huge.jpg", "empty.jpg", "text.jpg"):
+        assert tmp_path / name in skipped, name
+    for path in passed:
+        try:
+            image = data.decode_rgb(tf.io.read_file(str(path)))
+        except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError):
+            dropped += 1
+            continue
+        assert image.shape[-1] == 3 and image.dtype == tf.uint8, path
+        decoded += 1
+    assert decoded + dropped == len(passed) and decoded > 0
