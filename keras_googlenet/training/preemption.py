@@ -37,7 +37,7 @@ def stopped_message(signal_name: str, step: int, epoch: int, backup_dir: Path, w
     """The one line a run stopped by SIGTERM/SIGINT ends with (`where`: ' on another worker')."""
     return (
         f"stopped by {signal_name}{where} after step {step} (in epoch {epoch + 1}); the backup "
-        f"in {backup_dir} holds it: run the same command to resume"
+        f"in {backup_dir} holds it: run the same command (without --restart) to resume"
     )
 
 

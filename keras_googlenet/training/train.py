@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -29,13 +30,22 @@ from keras_googlenet.training import callbacks as cb
 from keras_googlenet.training import finetune, history, resume, tensorboard
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
-from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
+from keras_googlenet.training.run_dir import (
+    RunDir,
+    resolve_run_dir,
+    restart_number,
+    run_state,
+    write_dataset_facts,
+)
 from keras_googlenet.training.strategy import (
     describe,
     is_chief,
+    is_multi_worker,
     make_strategy,
     patch_keras_for_multi_worker,
+    stop_on_lost_worker,
     task_name,
+    worker_sum,
 )
 
 log = logging.getLogger("keras_googlenet")
@@ -100,10 +110,14 @@ def train(
     # The strategy first: a multi-worker strategy must be set up before other TensorFlow work.
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
-    run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
+    with stop_on_lost_worker(strategy):
+        run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
     if state == "done":
         return _already_done(run, cfg)
-    with run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level):
+    with (
+        run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level),
+        stop_on_lost_worker(strategy),
+    ):
         point = _resume_point(own, run, cfg, chief)
         initial_epoch = point.epoch
         global_batch, policy = _setup_numbers(cfg, strategy)
@@ -125,6 +139,7 @@ def train(
                 initial_epoch=initial_epoch,
                 best=best,
                 global_batch=global_batch,
+                stop_together=partial(worker_sum, strategy) if is_multi_worker(strategy) else None,
             )
             _fit(model, cfg, train_data, (val_data, val_steps), callbacks, initial_epoch)
         rows = _finish(run, own, cfg, chief)
@@ -148,7 +163,12 @@ def _open_run_folder(cfg: Config, run_dir, restart: bool, strategy, chief: bool)
     The chief checks the folder against the config and saves the config in a new run; other
     workers (multi-worker only) keep their backup and log apart, under `workers/`.
     """
-    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart and chief))
+    number = None
+    if restart and is_multi_worker(strategy):
+        # The chief picks the new folder; the others learn its number (an all-reduce of it).
+        mine = restart_number(resolve_run_dir(cfg, run_dir)) if chief else 0
+        number = round(worker_sum(strategy, [mine])[0])
+    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart, number=number))
     cfg = apply_overrides(cfg, {"paths.run_dir": str(run.root)})
     state = run_state(run, cfg) if chief else ("done" if run.done.exists() else "resume")
     if state == "done":
