@@ -36,7 +36,7 @@ from keras_googlenet.training.resume import (
     resume_point,
     weights_file_problem,
 )
-from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, restart_number
 from keras_googlenet.training.tensorboard import purge_events
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
@@ -390,3 +390,18 @@ def test_missing_or_broken_config_yaml_is_one_line(
     assert cli("train", *args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.yaml: cannot read the run's config" in err[0]
+
+
+def test_restart_number_is_the_first_free_folder(tmp_path):
+    base = tmp_path / "run"
+    assert restart_number(base) == 1
+    (base / "workers" / "worker_1").mkdir(parents=True)  # all a non-chief worker writes
+    assert restart_number(base) == 1
+    (base / "config.yaml").write_text("x")
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "history.csv").write_text("")
+    assert restart_number(base) == 3
+    assert resolve_run_dir(None, base, restart=True) == tmp_path / "run-3"
+    # A multi-worker run's other workers take the number the chief chose.
+    assert resolve_run_dir(None, base, number=2) == tmp_path / "run-2"
+    assert resolve_run_dir(None, base, restart=True, number=1) == base

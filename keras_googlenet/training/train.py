@@ -103,7 +103,10 @@ def train(
         "strategy", "global_batch_size"}`.
 
     Raises:
-        UserError: bad data, a folder started with another config, a loss that became NaN.
+        UserError: bad data, a folder started with another config or damaged beyond repair
+            (`resume.resume_point`), a loss that became NaN; `preemption.Preempted` after
+            SIGTERM/SIGINT (exit 143/130); a lost worker of a multi-worker run (exit 75,
+            `strategy.stop_on_lost_worker`).
     """
     if datasets is None:
         require(cfg, "data.input_dir")
