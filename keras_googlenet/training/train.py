@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -26,26 +27,36 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import finetune, history, tensorboard
+from keras_googlenet.training import finetune, history, resume, tensorboard
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
-from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
+from keras_googlenet.training.run_dir import (
+    RunDir,
+    resolve_run_dir,
+    restart_number,
+    run_state,
+    write_dataset_facts,
+)
 from keras_googlenet.training.strategy import (
     describe,
     is_chief,
+    is_multi_worker,
     make_strategy,
     patch_keras_for_multi_worker,
+    stop_on_lost_worker,
     task_name,
+    worker_sum,
 )
 
 log = logging.getLogger("keras_googlenet")
 
 
 def _datasets(cfg: Config, strategy, datasets):
-    """(train data, val data, info, a function giving one local training batch) for `fit`."""
+    """(train data, val data, info, a function giving one local training batch, validation
+    steps or None) for `fit`."""
     if datasets is not None:
         train_ds, val_ds, info = datasets
-        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1))))
+        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1)))), None
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
@@ -56,7 +67,12 @@ def _datasets(cfg: Config, strategy, datasets):
     val_data = data.distribute_for_fit(
         strategy, lambda ctx: data.make_val_dataset(cfg, info, input_context=ctx)
     )
-    return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info))))
+    # Keras must be told the validation steps: see `val_layout`.
+    replicas = strategy.num_replicas_in_sync
+    per_replica = data.global_batch_size(cfg, replicas) // replicas
+    val_steps = data.val_layout(info.val_size, replicas, per_replica).steps
+    sample_fn = lambda: next(iter(data.make_train_dataset(cfg, info)))  # noqa: E731
+    return train_data, val_data, info, sample_fn, val_steps
 
 
 def _grid_images(sample_fn):
@@ -87,7 +103,10 @@ def train(
         "strategy", "global_batch_size"}`.
 
     Raises:
-        UserError: bad data, a folder started with another config, a loss that became NaN.
+        UserError: bad data, a folder started with another config or damaged beyond repair
+            (`resume.resume_point`), a loss that became NaN; `preemption.Preempted` after
+            SIGTERM/SIGINT (exit 143/130); a lost worker of a multi-worker run (exit 75,
+            `strategy.stop_on_lost_worker`).
     """
     if datasets is None:
         require(cfg, "data.input_dir")
@@ -96,20 +115,28 @@ def train(
     # The strategy first: a multi-worker strategy must be set up before other TensorFlow work.
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
-    run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
+    with stop_on_lost_worker(strategy):
+        run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
     if state == "done":
         return _already_done(run, cfg)
-    with run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level):
-        initial_epoch = _resume_point(own, run, cfg)
+    with (
+        run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level),
+        stop_on_lost_worker(strategy),
+    ):
+        point = _resume_point(own, run, cfg, chief)
+        initial_epoch = point.epoch
         global_batch, policy = _setup_numbers(cfg, strategy)
         with precision_policy(policy):
-            train_data, val_data, info, sample_fn = _datasets(cfg, strategy, datasets)
+            train_data, val_data, info, sample_fn, val_steps = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
             model = _build_compiled_model(cfg, info, strategy, sample_fn, initial_epoch)
+            if point.from_last:  # a damaged backup: the one fit restores is rebuilt first
+                resume.rebuild_backup_from_last(model, run, own, initial_epoch)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn)
+            stop_together = partial(worker_sum, strategy) if is_multi_worker(strategy) else None
             phases = _phases_to_train(model, cfg, run, strategy, chief, initial_epoch, best)
             for start, end, best_so_far in phases:
                 callbacks = cb.run_callbacks(
@@ -120,8 +147,9 @@ def train(
                     initial_epoch=start,
                     best=best_so_far,
                     global_batch=global_batch,
+                    stop_together=stop_together,
                 )
-                _fit(model, cfg, train_data, val_data, callbacks, start, end)
+                _fit(model, cfg, train_data, (val_data, val_steps), callbacks, start, end)
         rows = _finish(run, own, cfg, chief)
     return {
         "run_dir": str(run.root),
@@ -143,7 +171,12 @@ def _open_run_folder(cfg: Config, run_dir, restart: bool, strategy, chief: bool)
     The chief checks the folder against the config and saves the config in a new run; other
     workers (multi-worker only) keep their backup and log apart, under `workers/`.
     """
-    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart and chief))
+    number = None
+    if restart and is_multi_worker(strategy):
+        # The chief picks the new folder; the others learn its number (an all-reduce of it).
+        mine = restart_number(resolve_run_dir(cfg, run_dir)) if chief else 0
+        number = round(worker_sum(strategy, [mine])[0])
+    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart, number=number))
     cfg = apply_overrides(cfg, {"paths.run_dir": str(run.root)})
     state = run_state(run, cfg) if chief else ("done" if run.done.exists() else "resume")
     if state == "done":
@@ -171,15 +204,18 @@ def _already_done(run: RunDir, cfg: Config) -> dict:
     }
 
 
-def _resume_point(own: RunDir, run: RunDir, cfg: Config) -> int:
-    """The epoch to start from: the backup's, else 0."""
-    backup = cb.read_backup_state(own.backup)
-    initial_epoch = backup["epoch"] if backup else 0
-    state = (
-        f"resuming after epoch {initial_epoch} of {cfg.training.epochs}" if backup else "new run"
-    )
+def _resume_point(own: RunDir, run: RunDir, cfg: Config, chief: bool) -> resume.ResumePoint:
+    """Where to start: the backup's epoch, else after the epochs history.csv lists (from
+    last.keras), else 0; a damaged run folder is checked here (`resume.resume_point`)."""
+    point = resume.resume_point(run, own, chief)
+    saved = cb.read_backup_state(own.backup) or {}
+    if saved or point.from_last:
+        where = f" (step {saved['step']})" if saved else f" from {run.last}"
+        state = f"resuming after epoch {point.epoch} of {cfg.training.epochs}{where}"
+    else:
+        state = "new run"
     log.info("run folder %s: %s", run.root, state)
-    return initial_epoch
+    return point
 
 
 def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
@@ -238,6 +274,7 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn, initial_epoch:
 def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     """Removes what an epoch cut short wrote (history rows, TensorBoard summaries), so a resumed
     run has no repeated steps; returns the best validation top-1 so far."""
+    resume.drop_damaged_best(run)
     dropped = history.truncate_history(run.history, initial_epoch)
     purged = tensorboard.purge_events(run.tensorboard, initial_epoch)
     if dropped or (purged and initial_epoch):
@@ -265,9 +302,13 @@ def _phases_to_train(model, cfg: Config, run: RunDir, strategy, chief, initial_e
         yield max(initial_epoch, phase.start), phase.end, best
 
 
-def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int, epochs: int):
+def _fit(
+    model, cfg: Config, train_data, validation, callbacks, initial_epoch: int, epochs: int
+) -> None:
+    """`model.fit` from `initial_epoch` to `epochs`; `validation`: (dataset, steps or None)."""
     if initial_epoch >= epochs:
         return
+    val_data, val_steps = validation
     # The validation set is one finite pass of unknown length (bad files are skipped); Keras
     # warns each time it ends. So is the training set without data.steps_per_epoch.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -277,7 +318,7 @@ def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int
         initial_epoch=initial_epoch,
         steps_per_epoch=cfg.data.steps_per_epoch,
         validation_data=val_data,
-        validation_steps=cfg.data.validation_steps,
+        validation_steps=cfg.data.validation_steps or val_steps,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 0,
