@@ -13,6 +13,7 @@ dataset at batch 128 with:
     albumentations  the same augmentation done by albumentations (RandomCrop, HorizontalFlip,
                     RandomRotate90) through tf.numpy_function;
     rrc_jitter      random_resized_crop 224 + horizontal_flip + color_jitter (a heavier recipe);
+    crop_only, crop_flip  random_crop 224 (+ horizontal_flip: what bench/compare.py's peer does);
     cached          the default with data.cache: true, timed after one full pass (decoded images
                     come from memory; the warm-up covers the first epoch).
 Nothing here is asserted; the numbers depend on the machine and on what else runs on it.
@@ -47,6 +48,8 @@ VARIANTS = {
     ],
     "cached": ["data.cache=true", "data.shuffle_buffer=1000"],
     "crop_only": ["data.train_augment=[{name: random_crop, size: 224}]"],
+    # what bench/compare.py's torch DataLoader peer does
+    "crop_flip": ["data.train_augment=[{name: random_crop, size: 224}, {name: horizontal_flip}]"],
     "rrc_jitter": [
         "data.train_augment=[{name: random_resized_crop, size: 224}, {name: horizontal_flip}, "
         "{name: color_jitter, brightness: 0.4, contrast: 0.4, saturation: 0.4}]",

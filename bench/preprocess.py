@@ -1,9 +1,12 @@
 """Preprocessing speed and memory: one worker against all cores, and memory against dataset size.
 
-    python bench/preprocess.py [--images 3000] [--size 256] [--repeat 1]
+    python bench/preprocess.py [--images 3000] [--size 256] [--repeat 1] [--shape caltech]
+    python bench/preprocess.py --parts          # the cost of one image, part by part
 
-The first run generates the input once into bench/.cache/ (JPEGs of 300-1000 px per side, some
-grayscale, like Caltech256's photos); later runs reuse it. Each measurement runs the preprocessor
+The first run generates the input once into bench/.cache/; later runs reuse it. Two shapes:
+`photos`, JPEGs of 300-1000 px per side (phone-sized photos), and `caltech`, shaped like
+Caltech256's files: 200-500 px per side, mostly 10-40 KB, quality 70-90. About 15% of either is
+grayscale, like Caltech256's oddities. Each measurement runs the preprocessor
 in a fresh process and reports images/s and peak resident memory of the main process and of the
 largest worker (getrusage, so a worker's peak is counted even after it exits).
 
@@ -39,10 +42,14 @@ CACHE = REPO / "bench" / ".cache"
 CLASSES = 30
 
 
+SHAPES = {"photos": ((300, 1001), (90, 91)), "caltech": ((200, 501), (70, 91))}
+
+
 def _make_image(args) -> None:
-    path, seed = args
+    path, seed, shape = args
     rng = np.random.default_rng(seed)
-    height, width = (int(v) for v in rng.integers(300, 1001, 2))
+    sides, qualities = SHAPES[shape]
+    height, width = (int(v) for v in rng.integers(*sides, 2))
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     # Smooth shapes plus sensor-like noise: JPEG sizes close to real photos (tens to hundreds
     # of KB), unlike flat colour (tiny files) or pure noise (huge ones).
@@ -50,16 +57,20 @@ def _make_image(args) -> None:
     for _ in range(3):
         cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(30, 200)
         img += rng.uniform(-70, 70, 3) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / r**2)[..., None]
+    if shape == "caltech":  # texture, so that small files still weigh 10-40 KB like Caltech's
+        wave = rng.uniform(5, 40) * (x / width + rng.uniform(-1, 1) * y / height)
+        img += 25 * np.sin(2 * np.pi * wave)[..., None]
     img += rng.normal(0, 6, img.shape)
     img = np.clip(img, 0, 255).astype(np.uint8)
     if rng.uniform() < 0.15:
         img = img[..., 0]  # grayscale, as a sixth of Caltech256's oddities are
-    Image.fromarray(img).save(path, "JPEG", quality=90)
+    Image.fromarray(img).save(path, "JPEG", quality=int(rng.integers(*qualities)))
 
 
-def generate(num_images: int) -> Path:
+def generate(num_images: int, shape: str = "photos") -> Path:
     """The cached input folder of `num_images` JPEGs in `CLASSES` class folders."""
-    root = CACHE / f"preprocess_raw_{num_images}"
+    suffix = "" if shape == "photos" else f"_{shape}"  # the photos folder keeps its old name
+    root = CACHE / f"preprocess_raw_{num_images}{suffix}"
     done = root / ".complete"
     if done.exists():
         return root
@@ -68,7 +79,7 @@ def generate(num_images: int) -> Path:
     for i in range(num_images):
         folder = root / f"{i % CLASSES + 1:03d}.class{i % CLASSES}"
         folder.mkdir(parents=True, exist_ok=True)
-        jobs.append((folder / f"{i:05d}.jpg", i))
+        jobs.append((folder / f"{i:05d}.jpg", i, shape))
     print(f"generating {num_images} JPEGs into {root} (once) ...", flush=True)
     with multiprocessing.Pool() as pool:
         pool.map(_make_image, jobs, chunksize=16)
@@ -117,11 +128,73 @@ def measure(input_dir: Path, workers: int, size: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def parts(input_dir: Path, size: int, count: int = 300) -> None:
+    """Prints the CPU milliseconds of each part of one image's work (one process, no pool)."""
+    import io
+
+    import cv2
+
+    from preprocessing import image_io
+    from preprocessing.workers import process_one
+
+    cv2.setNumThreads(1)  # as in the workers
+    files = sorted(input_dir.glob("*/*.jpg"))[:count]
+
+    def decode(path):
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))
+            im.load()
+            return im.copy()
+
+    # Each part runs over the previous part's outputs, prepared first, so only it is timed.
+    decoded = [decode(f) for f in files]
+    rgb = [image_io._to_rgb(image_io._upright(im)) for im in decoded]
+    arrays = [np.asarray(im) for im in rgb]
+    squares = [
+        image_io.resize_square(a, size, image_io.square_box(*a.shape[1::-1])) for a in arrays
+    ]
+    out = CACHE / "parts_out.jpg"
+    steps = [
+        ("read the bytes", files, Path.read_bytes),
+        ("open + decode (Pillow, draft mode)", files, decode),
+        ("EXIF orientation + to RGB", decoded, lambda im: image_io._to_rgb(image_io._upright(im))),
+        ("to a numpy array", rgb, np.asarray),
+        (
+            "crop + resize (OpenCV)",
+            arrays,
+            lambda a: image_io.resize_square(a, size, image_io.square_box(*a.shape[1::-1])),
+        ),
+        (
+            "  before: Pillow bicubic",
+            rgb,
+            lambda im: im.resize(
+                (size, size), Image.Resampling.BICUBIC, box=image_io.square_box(*im.size)
+            ),
+        ),
+        ("encode JPEG q95 (OpenCV)", squares, lambda a: cv2.imencode(".jpg", a)),
+        (
+            "  before: Pillow encode",
+            squares,
+            lambda a: Image.fromarray(a).save(io.BytesIO(), "JPEG", quality=95),
+        ),
+        ("process_one (+ write, sums)", files, lambda f: process_one((0, f, out), size, True)),
+    ]
+    print(f"CPU ms per image, {len(files)} files of {input_dir.name}:")
+    for name, inputs, step in steps:
+        start = time.process_time()
+        for item in inputs:
+            step(item)
+        print(f"  {name:<38} {1000 * (time.process_time() - start) / len(inputs):6.2f}")
+    out.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=1, help="runs per setting; best is kept")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="photos")
+    parser.add_argument("--parts", action="store_true", help="time one image's parts and stop")
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,10 +203,13 @@ def main() -> None:
         return
 
     cores = default_workers()
-    root = generate(args.images)
+    root = generate(args.images, args.shape)
+    if args.parts:
+        parts(root, args.size)
+        return
     small = subset(root, max(1, args.images // 5))
     print(
-        f"preprocess bench: {args.images} JPEGs, 300-1000 px, ~15% grayscale, {CLASSES} classes "
+        f"preprocess bench: {args.images} JPEGs ({args.shape}), ~15% grayscale, {CLASSES} classes "
         f"-> {args.size}x{args.size}; {cores} cores; best of {args.repeat}; load average "
         f"before: {os.getloadavg()[0]:.2f}"
     )

@@ -4,10 +4,13 @@
     .venv/bin/python bench/train_step.py --sizes 224 --policies float32 --steps 10
 
 Random uint8 images (batch 32, 256 classes, batch norm and both aux heads on), the compiled
-training model of `training/train.py` (SGD + Nesterov, weight decay, three losses and their
-metrics). Each (size, policy) runs in its own process, so peak memory (ru_maxrss) is its own;
-the first steps (tracing) are not timed. Goals on 2 CPU cores: float32 at 224 >= 16 images/s;
-mixed_bfloat16 at 224 >= 30 images/s on a CPU with AVX512_BF16.
+training model of `training/compile.py` (SGD + Nesterov, weight decay, three losses and their
+metrics). Each (size, policy) runs in its own process, so peak memory (ru_maxrss) is its own.
+The clock runs between batch-end callbacks of one `fit` call, from the end of the last warm-up
+step to the end of the last step: timing the whole `fit` call would also time tearing down the
+input iterator, which can wait for tf.data's autotune thread (seconds, at random).
+`--set KEY=VALUE` tries a config change (e.g. runtime.jit_compile=true). bench/compare.py runs
+this against torchvision's step on the same machine.
 """
 
 from __future__ import annotations
@@ -24,32 +27,65 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(size: int, policy: str, batch: int, steps: int, warmup: int) -> dict:
-    """Images/s of `steps` training steps after `warmup` untimed ones (in this process)."""
+def measure(
+    size: int, policy: str, batch: int, steps: int, warmup: int, overrides=(), ablate=()
+) -> dict:
+    """Images/s of `steps` training steps after `warmup` untimed ones (in this process).
+
+    `ablate` switches parts off or back to what they were, to see what each costs:
+    "keras_bn" (Keras's own batch norm training pass instead of the fused kernel), "metrics"
+    (no metrics), "inter_op_1" (one TensorFlow op at a time).
+    """
     import keras
     import numpy as np
     import tensorflow as tf
 
     from keras_googlenet.config import load_config
-    from keras_googlenet.training.compile import build_model, compile_model
+    from keras_googlenet.training.compile import build_model, compile_model, make_optimizer
     from keras_googlenet.training.precision import precision_policy
 
-    cfg = load_config(REPO / "configs" / "caltech256_sgd.yaml", [f"model.input_size={size}"])
+    cfg = load_config(
+        REPO / "configs" / "caltech256_sgd.yaml", [f"model.input_size={size}", *overrides]
+    )
 
     class Info:
         class_names = tuple(str(i) for i in range(256))
         mean_rgb = (124.0, 117.0, 104.0)
 
+    if "inter_op_1" in ablate:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 256, batch).astype("int32")
     ds = tf.data.Dataset.from_tensors((x, {"main": y, "aux_4a": y, "aux_4d": y})).repeat()
+
+    class StepEnds(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # waits for the step's result, so the clock sees finished work
+            self.times.append(time.perf_counter())
+
+    ends = StepEnds()
     with precision_policy(policy):
-        model = compile_model(build_model(cfg, Info()), cfg)
-        model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
-        start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-        seconds = time.perf_counter() - start
+        model = build_model(cfg, Info())
+        if "keras_bn" in ablate:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    del layer.call  # the instance's fused pass (model/batch_norm.py)
+        if "metrics" in ablate:  # compile_model's losses and weights, without its metrics
+            heads = model.output_names
+            model.compile(
+                optimizer=make_optimizer(cfg.optimizer),
+                loss={h: keras.losses.SparseCategoricalCrossentropy() for h in heads},
+                loss_weights={h: float(cfg.training.loss_weights.get(h, 0.0)) for h in heads},
+            )
+        else:
+            model = compile_model(model, cfg)
+        model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[ends])
+    seconds = ends.times[-1] - ends.times[warmup - 1]
     return {
         "size": size,
         "policy": policy,
@@ -71,13 +107,25 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--ablate", action="append", default=[], choices=["keras_bn", "metrics", "inter_op_1"]
+    )
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "POLICY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one:
-        result = measure(int(args.one[0]), args.one[1], args.batch, args.steps, args.warmup)
+        result = measure(
+            int(args.one[0]),
+            args.one[1],
+            args.batch,
+            args.steps,
+            args.warmup,
+            args.set,
+            args.ablate,
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -89,6 +137,8 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--one", str(size), policy]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
             cmd += ["--warmup", str(args.warmup)]
+            cmd += [f"--set={kv}" for kv in args.set]
+            cmd += [f"--ablate={part}" for part in args.ablate]
             try:
                 proc = subprocess.run(
                     cmd, env=env, capture_output=True, text=True, timeout=args.timeout

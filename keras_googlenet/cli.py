@@ -29,6 +29,7 @@ from keras_googlenet.serving.formats import FORMATS
 
 PROG = "keras-googlenet"
 CHECKPOINT_HELP = "best (default; else last, else the newest epoch_NNN), last, or a .keras file"
+WEIGHTS_HELP = "a .weights.h5 file of import-weights (ImageNet classes, no run folder)"
 
 # job -> (module, one-line description). The module's `run(args)` does the work.
 JOBS: dict[str, tuple[str, str]] = {
@@ -151,7 +152,9 @@ def _job_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
 
     p = job("export")
-    _add_run_dir(p, True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", metavar="DIR", help="the training run folder")
+    source.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
     p.add_argument("--output", required=True, metavar="DIR", help="the export folder to write")
     p.add_argument(
         "--version",
@@ -174,6 +177,7 @@ def _job_parsers(sub) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--export-dir", metavar="DIR", help="an export folder")
     source.add_argument("--run-dir", metavar="DIR", help="a training run folder")
+    source.add_argument("--weights", metavar="FILE", help=WEIGHTS_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--top-k", type=_top_k, default=5, help="classes to list per image")
     p.add_argument("--json", action="store_true", help="print one JSON list")

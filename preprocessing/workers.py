@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 
+import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from preprocessing.image_io import BadImage, load_rgb
@@ -21,10 +21,12 @@ from preprocessing.image_io import BadImage, load_rgb
 JPEG_QUALITY = 95  # the training crops come from these files: keep them close to lossless
 
 
-def _ignore_sigint() -> None:
+def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; only the parent should react (it stops the pool),
     # or every worker prints its own traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool is the parallelism: OpenCV's own threads would only compete with the workers.
+    cv2.setNumThreads(1)
 
 
 def process_one(task: tuple[int, str, str], size: int, center_crop: bool):
@@ -38,7 +40,14 @@ def process_one(task: tuple[int, str, str], size: int, center_crop: bool):
         pixels = load_rgb(src, size, center_crop)
     except BadImage as e:
         return index, e.reason, e.detail, None
-    Image.fromarray(pixels).save(dst, "JPEG", quality=JPEG_QUALITY)
+    # OpenCV's encoder: the same libjpeg-turbo as Pillow's at about half the cost (it takes BGR).
+    ok, jpeg = cv2.imencode(
+        ".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:  # cannot happen for a uint8 RGB array; refuse loudly rather than write nothing
+        raise RuntimeError(f"JPEG encoding failed for {src}")
+    with open(dst, "wb") as f:
+        f.write(jpeg.tobytes())
     # Column sums first (uint32 cannot overflow: at most `size` values of 255 each), then the
     # row of columns in int64: 20x faster than one reduction over (pixels, 3).
     sums = pixels.sum(axis=0, dtype=np.uint32).sum(axis=0, dtype=np.int64)
@@ -69,7 +78,7 @@ def run_tasks(tasks, size, center_crop, workers, progress):
     # Chunks amortise the inter-process traffic; small enough to keep the bar moving.
     chunksize = max(1, min(64, len(tasks) // (workers * 16)))
     # The pool first: forking before tqdm starts its monitor thread forks a single thread.
-    with ctx.Pool(workers, initializer=_ignore_sigint) as pool, bar() as shown:
+    with ctx.Pool(workers, initializer=_init_worker) as pool, bar() as shown:
         for result in pool.imap_unordered(work, tasks, chunksize=chunksize):
             yield result
             shown.update()

@@ -214,3 +214,89 @@ def get_tiny_export(tmp_path_factory) -> Path:
         assert code == 0
         _CACHE["export"] = out
     return _CACHE["export"]
+
+
+# --------------------------------------------------------------------------------------------
+# Fuzzed image files, for every reader of images (preprocessor, training probe, predict).
+
+
+def _png_with_size(data: bytes, width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares another size, with a valid CRC (so only the size is wrong)."""
+    import struct
+    import zlib
+
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    return data[:12] + bytes(ihdr) + struct.pack(">I", zlib.crc32(bytes(ihdr))) + data[33:]
+
+
+def fuzzed_image_files(root, count: int = 320, seed: int = 0) -> list[Path]:
+    """Writes `count` mutated image files (and a few intact ones) under `root`, seeded.
+
+    Kinds: random bytes, empty, intact/truncated/bit-flipped JPEG, PNG, GIF and WebP, wrong
+    magic numbers, huge declared sizes (PNG IHDR, GIF screen, JPEG SOF), and CMYK, 16-bit,
+    palette, palette+transparency, RGBA, LA and 1-bit variants.
+    """
+    import io
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rgb = class_image(1, 48, rng)[:40]  # 48x40: not square
+    base = Image.fromarray(rgb)
+    variants = {
+        "rgb.jpg": (base, "JPEG"),
+        "cmyk.jpg": (base.convert("CMYK"), "JPEG"),
+        "gray.jpg": (base.convert("L"), "JPEG"),
+        "rgb.png": (base, "PNG"),
+        "16bit.png": (Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"),
+        "palette.png": (base.convert("P"), "PNG"),
+        "rgba.png": (base.convert("RGBA"), "PNG"),
+        "la.png": (base.convert("LA"), "PNG"),
+        "onebit.png": (base.convert("1"), "PNG"),
+        "rgb.gif": (base.convert("P"), "GIF"),
+        "rgb.webp": (base, "WEBP"),
+        "rgb.bmp": (base, "BMP"),
+    }
+    encoded = {}
+    for name, (image, fmt) in variants.items():
+        buffer = io.BytesIO()
+        extra = {"transparency": 0} if name == "palette.png" else {}
+        image.save(buffer, fmt, **extra)
+        encoded[name] = buffer.getvalue()
+    jpeg = bytearray(encoded["rgb.jpg"])
+    sof = jpeg.find(b"\xff\xc0")
+    huge_jpeg = bytes(jpeg[: sof + 5] + b"\xfd\xe8\xfd\xe8" + jpeg[sof + 9 :])  # 65000 x 65000
+    gif = bytearray(encoded["rgb.gif"])
+    gif[6:10] = b"\xff\xff\xff\xff"  # logical screen 65535 x 65535
+    fixed = {
+        "empty.jpg": b"",
+        "huge.png": _png_with_size(encoded["rgb.png"], 100_000, 100_000),
+        "wide.png": _png_with_size(encoded["rgb.png"], 2**31 - 1, 1),
+        "huge.jpg": huge_jpeg,
+        "huge.gif": bytes(gif),
+        "text.jpg": b"<html>not an image</html>",
+    }
+    paths = []
+    for name, data in {**{f"ok_{k}": v for k, v in encoded.items()}, **fixed}.items():
+        paths.append(root / name)
+        paths[-1].write_bytes(data)
+    sources = list(encoded.items())
+    magics = [b"\xff\xd8\xff\xe0", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"\x00\x00\x00\x00"]
+    for i in range(count - len(paths)):
+        name, data = sources[i % len(sources)]
+        data = bytearray(data)
+        kind = ("random", "truncate", "flip", "magic")[(i // len(sources)) % 4]
+        if kind == "random":
+            data = bytearray(rng.bytes(int(rng.integers(1, 4000))))
+        elif kind == "truncate":
+            data = data[: int(rng.integers(1, len(data)))]
+        elif kind == "flip":
+            for at in rng.integers(0, len(data), int(rng.integers(1, 12))):
+                data[at] ^= 1 << int(rng.integers(0, 8))
+        else:
+            magic = magics[int(rng.integers(len(magics)))]
+            data[: len(magic)] = magic
+        paths.append(root / f"{i:04d}_{kind}_{name}")
+        paths[-1].write_bytes(bytes(data))
+    return paths

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from helpers import cli
 
 from keras_googlenet.model.converters import build, slim, torchvision
@@ -224,11 +225,18 @@ def test_expected_names_cover_every_conv():
 # Fine-tuning from an imported file.
 
 
-def test_finetune_from_imported_weights_resumes_frozen_and_exports(tmp_path, capsys):
+def test_two_phase_finetune_from_imported_weights_resumes_at_the_switch_and_exports(
+    tmp_path, capsys
+):
+    """Fine-tuning a random slim import on 3 classes: phase 1 (epoch 1) trains the layers above
+    inception_4e, phase 2 (epoch 2) everything at lr x 0.1; killed (SIGKILL) at phase 2's first
+    step, so the resumed run starts exactly at the switch. (tests/test_finetune.py checks the
+    resumed model's phase at the build, without training.)"""
     from helpers import REPO, run_train_cli, tiny_config, tiny_overrides, write_processed_dataset
 
     from keras_googlenet.training.callbacks import KILL_ENV
     from keras_googlenet.training.checkpoints import load_checkpoint
+    from keras_googlenet.training.history import read_history
     from keras_googlenet.training.run_dir import RunDir
     from keras_googlenet.training.train import train
 
@@ -249,44 +257,61 @@ def test_finetune_from_imported_weights_resumes_frozen_and_exports(tmp_path, cap
         == 0
     )
     data = write_processed_dataset(tmp_path / "data", num_classes=3, size=80)
+    # No model.padding / pool4_size / input_scaling: the file's JSON gives them.
     keys = {
-        "model.input_scaling": "minus_one_one",
-        "model.pool4_size": 2,
         "training.init_weights": str(weights),
         "training.freeze_until": "inception_4e",
+        "training.finetune.head_epochs": 1,
+        "training.finetune.lr_factor": 0.1,
         "training.checkpoint_interval": 1,
+        "data.validation_steps": 1,
     }
 
-    # The run's input convention must be the file's: refused, one line, nothing trained.
+    # A key set against the file's convention: refused, one line, nothing trained.
     wrong = tiny_overrides(data, **{**keys, "model.input_scaling": "dataset_mean"})
     args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", tmp_path / "wrong"]
     assert cli("train", *args, *[a for kv in wrong for a in ("--set", kv)]) == 2
     assert "needs model.input_scaling: minus_one_one" in capsys.readouterr().err
 
-    # Killed (SIGKILL) in the middle of epoch 2, then resumed.
+    # Epoch 1 (phase 1, steps 1-2) finishes and is backed up; killed at step 3, in phase 2.
     run = RunDir(tmp_path / "run")
     args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
     args += [a for kv in tiny_overrides(data, **keys) for a in ("--set", kv)]
     killed = run_train_cli(args, {KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stderr[-3000:]
+    saved = yaml.safe_load(run.config.read_text())["model"]
+    adopted = (saved["padding"], saved["pool4_size"], saved["input_scaling"])
+    assert adopted == ("same", 2, "minus_one_one")  # slim's, from imagenet.json
     log = (run.root / "output.log").read_text()
     assert "loaded 114 layers" in log  # 57 convs and their batch norms; the classifier:
     assert "linear (shape" in log and "aux_4a_fc (auxiliary head: fresh)" in log
+    phases = [line.split(" phase ", 1)[1] for line in log.splitlines() if " phase " in line]
+    assert [line.split(";")[0] for line in phases] == [
+        "1 of 2: epochs 1-1, frozen through inception_4e",
+        "2 of 2: epochs 2-2, everything trains",
+    ]
+    trainable = [int(line.split("; ")[1].split()[0]) for line in phases]
+    assert trainable[0] < trainable[1]
+
+    # Resumed at the switch: built straight into phase 2 (same trainable set), at lr x 0.1.
     result = train(tiny_config(data, **keys), run.root)
     assert result["status"] == "finished" and result["initial_epoch"] == 1
+    log = (run.root / "output.log").read_text()
+    assert log.count(phases[1]) == 2
+    rates = [float(row["learning_rate"]) for row in read_history(run.history)]
+    np.testing.assert_allclose(rates, [0.01, 0.001], rtol=1e-6)  # smoke.yaml: lr 0.01
 
     imported = build(slim.MODEL_KEYS, 65)
     imported.load_weights(weights)
-    model = load_checkpoint(run.last)
-    for name in ("conv1_7x7_s2", "conv1_7x7_s2_bn", "inception_4e_5x5"):  # frozen: as imported
-        for ours, theirs in zip(
-            model.get_layer(name).weights, imported.get_layer(name).weights, strict=True
-        ):
-            np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs), err_msg=name)
-    trained = np.asarray(model.get_layer("inception_5b_1x1").kernel)
+    after = {n: load_checkpoint(run.checkpoints / f"epoch_{n:03d}.keras") for n in (1, 2)}
+    for name in ("conv1_7x7_s2", "conv1_7x7_s2_bn", "inception_4e_5x5"):
+        theirs = [np.asarray(w) for w in imported.get_layer(name).weights]
+        for ours, their in zip(after[1].get_layer(name).weights, theirs, strict=True):
+            np.testing.assert_array_equal(np.asarray(ours), their, err_msg=f"{name}, phase 1")
+        mine = [np.asarray(w) for w in after[2].get_layer(name).weights]
+        assert not all(np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)), name
+    trained = np.asarray(after[1].get_layer("inception_5b_1x1").kernel)
     assert not np.array_equal(trained, np.asarray(imported.get_layer("inception_5b_1x1").kernel))
-    log = (run.root / "output.log").read_text()
-    assert log.count("frozen through inception_4e: 90 layers with weights") == 2  # and resumed
 
     export = tmp_path / "export"
     assert cli("export", "--run-dir", run.root, "--output", export) == 0

@@ -33,12 +33,17 @@ def config(root, *overrides):
     return load_config(None, [f"data.input_dir={root}", *SMALL, *overrides])
 
 
+def _real(weights):
+    """Rows of a batch that are images (validation batches end with zero-weight padding)."""
+    return weights[0].numpy() > 0 if weights else slice(None)
+
+
 def images_of(ds):
-    return np.concatenate([x.numpy() for x, _ in ds])
+    return np.concatenate([x.numpy()[_real(w)] for x, _, *w in ds])
 
 
 def labels_of(ds):
-    return np.concatenate([y["main"].numpy() for _, y in ds])
+    return np.concatenate([y["main"].numpy()[_real(w)] for _, y, *w in ds])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,13 +301,55 @@ def test_val_is_identical_across_passes_and_in_csv_order(shared_processed_datase
     cfg = config(shared_processed_dataset, "data.batch_size=5")
     info = read_dataset_info(cfg)
     ds = data.make_val_dataset(cfg, info)
-    assert [x.shape[0] for x, _ in ds] == [5, 5, 2]  # the last batch is kept
+    # 12 images in 3 equal batches: no step is short, no image is dropped (`val_layout`)
+    assert [x.shape[0] for x, _, _ in ds] == [4, 4, 4]
     first, second = images_of(ds), images_of(ds)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(labels_of(ds), info.val_labels)
     # center crop of the 80x80 file
     whole = tf.io.decode_jpeg(tf.io.read_file(info.val_files[0])).numpy().astype(int)
     assert np.abs(first[0].astype(int) - whole[4:76, 4:76]).max() <= 4  # window-edge chroma
+
+
+@pytest.mark.parametrize(
+    "n, replicas, per_replica, pipelines",
+    [
+        (12, 1, 5, 1),
+        (17, 2, 4, 1),
+        (16, 2, 4, 1),
+        (15, 2, 4, 1),
+        (1, 2, 4, 1),
+        (9, 4, 1, 2),
+        (1001, 8, 32, 2),
+        (3, 8, 16, 4),
+    ],
+)
+def test_val_layout_sees_every_image_once_in_equal_batches(n, replicas, per_replica, pipelines):
+    layouts = [data.val_layout(n, replicas, per_replica, pipelines, p) for p in range(pipelines)]
+    covered = [i for lay in layouts for i in range(lay.start, lay.start + lay.count)]
+    assert covered == list(range(n))
+    for lay in layouts:
+        assert 1 <= lay.batch <= per_replica
+        assert lay.count <= lay.batches * lay.batch  # the rest is padding
+        assert lay.batches == layouts[0].batches and lay.batch == layouts[0].batch
+        assert lay.batches % (replicas // pipelines) == 0  # whole steps for every replica
+    # weight x real images = all the slots: the equal-weight mean of batch means is exact
+    slots = layouts[0].batches * pipelines * layouts[0].batch
+    assert layouts[0].weight * n == pytest.approx(slots)
+
+
+def test_val_padding_has_zero_weight(shared_processed_dataset):
+    cfg = config(shared_processed_dataset, "data.batch_size=5")
+    info = read_dataset_info(cfg)
+    other = shared_processed_dataset / "val.csv"
+    lines = other.read_text().splitlines()[:12]  # 11 images: 3 batches of 4, one blank
+    short = shared_processed_dataset.parent / "val11.csv"
+    short.write_text("\n".join(lines) + "\n")
+    batches = list(data.make_val_dataset(cfg, info, csv_path=short))
+    weights = np.concatenate([w.numpy() for _, _, w in batches])
+    assert [x.shape[0] for x, _, _ in batches] == [4, 4, 4]
+    np.testing.assert_allclose(weights, [12 / 11] * 11 + [0.0], rtol=1e-6)
+    assert not batches[-1][0].numpy()[-1].any()  # the blank image
 
 
 def test_val_from_another_csv(shared_processed_dataset, tmp_path):
@@ -474,7 +521,7 @@ def test_real_model_fits_the_pipeline_and_normalizes_inside(shared_processed_dat
 
     # The pipeline ships raw pixels; the model's first layer normalizes them: the layers after
     # it, fed (x - mean) / std by hand, give the same output.
-    x, _ = next(iter(data.make_val_dataset(cfg, info)))
+    x, _, _ = next(iter(data.make_val_dataset(cfg, info)))
     assert x.dtype == tf.uint8
     after = keras.Model(model.get_layer("normalize").output, model.get_layer("main").output)
     normalized = (tf.cast(x, tf.float32) - np.array(info.mean_rgb, np.float32)) / cfg.data.std_rgb
@@ -482,3 +529,31 @@ def test_real_model_fits_the_pipeline_and_normalizes_inside(shared_processed_dat
         after(normalized, training=False), model(x, training=False)["main"], atol=1e-6
     )
     assert not np.allclose(after(tf.cast(x, tf.float32), training=False), after(normalized))
+
+
+def test_probe_and_decode_on_fuzzed_files(tmp_path):
+    """The training reader on 320 mutated files: `probe_image` gives a reason or passes the
+    file; a passed file decodes to an image or raises the tf.errors that `on_bad_image: skip`
+    drops (never a crash, never a huge allocation from a declared size)."""
+    from helpers import fuzzed_image_files
+
+    from keras_googlenet.data.dataset_info import probe_image
+
+    paths = fuzzed_image_files(tmp_path, count=320)
+    passed, skipped, decoded, dropped = [], [], 0, 0
+    for path in paths:
+        reason = probe_image(str(path))
+        (skipped if reason else passed).append(path)
+        assert reason is None or (isinstance(reason, str) and reason), path
+    assert len(passed) + len(skipped) == len(paths)
+    for name in ("huge.png", "wide.png", "huge.gif", "huge.jpg", "empty.jpg", "text.jpg"):
+        assert tmp_path / name in skipped, name
+    for path in passed:
+        try:
+            image = data.decode_rgb(tf.io.read_file(str(path)))
+        except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError):
+            dropped += 1
+            continue
+        assert image.shape[-1] == 3 and image.dtype == tf.uint8, path
+        decoded += 1
+    assert decoded + dropped == len(passed) and decoded > 0

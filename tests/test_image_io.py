@@ -159,3 +159,44 @@ def test_decompression_guard(tmp_path, monkeypatch):
     assert info.value.reason == image_io.TOO_LARGE
     # A JPEG of 160,000 pixels decodes at 1/8 scale (2,500 pixels): under the limit.
     assert load_rgb(tmp_path / "j.jpg", 32).shape == (32, 32, 3)
+
+
+def _load_or_reason(path):
+    try:
+        image = load_rgb(path, 32)
+    except BadImage as e:
+        return str(path), e.reason, None
+    return str(path), None, (image.shape, str(image.dtype))
+
+
+def test_fuzzed_files_load_or_give_a_reason(tmp_path):
+    """>= 300 mutated files: each decodes to 32x32x3 uint8 or fails with a known reason, within
+    a per-image time bound (a worker process, so a hang cannot stop the test)."""
+    import multiprocessing
+
+    from helpers import fuzzed_image_files
+
+    paths = fuzzed_image_files(tmp_path, count=320)
+    reasons = {
+        image_io.EMPTY,
+        image_io.NOT_IMAGE,
+        image_io.TRUNCATED,
+        image_io.CORRUPT,
+        image_io.TOO_LARGE,
+    }
+    results = {}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pending = pool.imap(_load_or_reason, paths)
+        for _ in paths:
+            path, reason, shape = pending.next(timeout=30)  # per image
+            results[path] = (reason, shape)
+    assert len(results) == len(paths) >= 300
+    for path, (reason, shape) in results.items():
+        assert (reason in reasons) != (shape is not None), (path, reason, shape)
+        if shape is not None:
+            assert shape == ((32, 32, 3), "uint8"), path
+    good = [p for p in paths if p.name.startswith("ok_")]
+    assert all(results[str(p)][1] for p in good), [results[str(p)] for p in good]
+    for name in ("huge.png", "wide.png", "huge.gif"):
+        assert results[str(tmp_path / name)][0] == image_io.TOO_LARGE, name
+    assert results[str(tmp_path / "empty.jpg")][0] == image_io.EMPTY

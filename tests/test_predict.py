@@ -81,3 +81,28 @@ def test_predict_refuses_unknown_model_folder(tmp_path, capsys):
     assert err.count("\n") == 1 and "nope: model folder not found" in err
     assert cli("predict", *["--run-dir", str(tmp_path), "x.jpg"]) == 2
     assert "neither an export" in capsys.readouterr().err
+
+
+def test_read_image_on_fuzzed_files_returns_pixels_or_one_line(tmp_path):
+    """predict's reader on 320 mutated files: an S x S x 3 image or a UserError naming the
+    file; nothing else escapes."""
+    from helpers import fuzzed_image_files
+
+    from keras_googlenet.errors import UserError
+    from keras_googlenet.serving.predict import Predictor, read_image
+
+    predictor = Predictor(
+        serve_images=None, class_names=("a", "b"), resize_size=20, crop_square=True, source=""
+    )
+    read, refused = 0, 0
+    for path in fuzzed_image_files(tmp_path, count=320):
+        try:
+            image = read_image(str(path), predictor)
+        except UserError as e:
+            assert str(e).startswith(f"{path}: not a readable image ("), e
+            assert "\n" not in str(e)
+            refused += 1
+            continue
+        assert image.shape == (20, 20, 3) and image.dtype == np.uint8
+        read += 1
+    assert read + refused == 320 and read > 0 and refused > 0

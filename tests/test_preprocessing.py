@@ -492,3 +492,30 @@ def test_cli_bad_arguments_one_line_exit_2(tmp_path, case, args, message):
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
     assert stderr.startswith("error: ") and message in stderr, stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_fuzzed_files_are_written_or_skipped_with_a_reason(tmp_path):
+    """320 mutated files in two class folders: found == written + skipped, a reason for every
+    skip, and every written image decodes at the output size."""
+    from helpers import fuzzed_image_files
+
+    src = tmp_path / "in"
+    paths = fuzzed_image_files(src / "raw", count=320)
+    for i, path in enumerate(paths):
+        folder = src / ("001.cats" if i % 2 else "002.dogs")
+        folder.mkdir(exist_ok=True)
+        path.rename(folder / path.name)
+    (src / "raw").rmdir()
+    out = tmp_path / "out"
+    summary = pre.preprocess(src, out, size=24, workers=2, progress=False, seed=1)
+    assert summary.found == len(paths) >= 300
+    assert summary.found == summary.written + sum(summary.skipped.values())
+    with open(out / "skipped.csv", newline="") as f:
+        skipped = list(csv.DictReader(f))
+    assert len(skipped) == sum(summary.skipped.values())
+    assert all(row["reason"] for row in skipped)
+    written = sorted((out / "train").iterdir()) + sorted((out / "val").iterdir())
+    assert len(written) == summary.written > 0
+    for path in written:
+        with Image.open(path) as im:
+            assert im.size == (24, 24) and im.mode == "RGB", path

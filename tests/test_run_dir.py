@@ -1,19 +1,47 @@
-"""The run folder across a crash (training/run_dir.py, callbacks.py, history.py, tensorboard.py):
-kill -9 at two points mid-epoch, then the same command finishes."""
+"""The run folder across a crash, a preemption or damage (training/run_dir.py, callbacks.py,
+history.py, tensorboard.py, resume.py, preemption.py): kill -9 at several points, SIGTERM,
+damaged files; the same command finishes every epoch once, or one line names the file and what
+to do."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import keras
 import numpy as np
 import pytest
-from helpers import REPO, run_train_cli, scalar_steps, tiny_overrides, write_processed_dataset
+from helpers import (
+    REPO,
+    cli,
+    run_train_cli,
+    scalar_steps,
+    tiny_overrides,
+    write_processed_dataset,
+)
 
-from keras_googlenet.training.callbacks import KILL_ENV, ResumableBackup, read_backup_state
+from keras_googlenet.errors import UserError
+from keras_googlenet.training.callbacks import (
+    KILL_DURING_ENV,
+    KILL_ENV,
+    ResumableBackup,
+    read_backup_state,
+)
+from keras_googlenet.training.checkpoints import load_checkpoint
 from keras_googlenet.training.history import read_history, truncate_history
-from keras_googlenet.training.run_dir import RunDir, config_differences
+from keras_googlenet.training.resume import (
+    drop_damaged_best,
+    keras_file_problem,
+    resume_point,
+    weights_file_problem,
+)
+from keras_googlenet.training.run_dir import (
+    RunDir,
+    config_differences,
+    resolve_run_dir,
+    restart_number,
+)
 from keras_googlenet.training.tensorboard import purge_events
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
@@ -292,3 +320,211 @@ def test_keys_added_to_the_schema_later_do_not_block_a_resume():
     assert config_differences(saved, current) == []
     saved["optimizer"]["lr"] = 0.5
     assert config_differences(saved, current) == ["optimizer.lr"]
+
+
+@pytest.mark.slow
+def test_sigterm_then_kills_during_each_write_then_resume(tmp_path):
+    """SIGTERM mid-epoch, then kill -9 inside the checkpoint write, the history append and
+    the backup write, then a damaged backup: the same command ends with every epoch once."""
+    epochs, steps = 2, 3
+    data = write_processed_dataset(
+        tmp_path / "data", num_classes=2, train_per_class=6, val_per_class=2, size=72
+    )
+    run = RunDir(tmp_path / "run")
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
+    for value in tiny_overrides(data, **{"training.epochs": epochs, "data.steps_per_epoch": steps}):
+        args += ["--set", value]
+
+    # Preempted at step 4 (the first of epoch 2): a backup of that step, exit 143, one line.
+    term = run_train_cli(args, {KILL_ENV: "4:SIGTERM"})
+    assert term.returncode == 143, term.stderr[-2000:]
+    last_line = term.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: stopped by SIGTERM after step 4 (in epoch 2)")
+    assert read_backup_state(run.backup) | {"weights": ""} == {"epoch": 1, "step": 4, "weights": ""}
+    assert [r["epoch"] for r in read_history(run.history)] == [0]
+
+    # Killed while last.keras of epoch 2 is being written (the temporary file only).
+    ckpt = run_train_cli(args, {KILL_DURING_ENV: "checkpoint:1"})
+    assert ckpt.returncode == -9, ckpt.stderr[-2000:]
+    assert "resuming after epoch 1 of 2 (step 4)" in ckpt.stderr
+
+    # Killed with half of epoch 2's history row written.
+    half = run_train_cli(args, {KILL_DURING_ENV: "history:1"})
+    assert half.returncode == -9, half.stderr[-2000:]
+    assert run.history.read_text().endswith("9,0.12")
+
+    # Killed inside the backup write at the end of epoch 2: history row and last.keras are
+    # there, the backup still says epoch 1 ...
+    back = run_train_cli(args, {KILL_DURING_ENV: "backup:1"})
+    assert back.returncode == -9, back.stderr[-2000:]
+    # epoch 2's whole row and the half line of the killed run
+    assert "dropped what the interrupted epoch 2 had written: 2 history row(s)" in back.stderr
+    assert read_backup_state(run.backup)["epoch"] == 1
+    # ... and then the backup file is cut short (a full disk, a bad copy): the run falls back
+    # to last.keras and history.csv, says so, and finishes.
+    weights = run.backup / read_backup_state(run.backup)["weights"]
+    weights.write_bytes(weights.read_bytes()[:100])
+    final = run_train_cli(args)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert f"{weights}: " in final.stderr and "resuming after epoch 2 from" in final.stderr
+    assert run.done.exists()
+
+    rows = read_history(run.history)
+    assert [r["epoch"] for r in rows] == list(range(epochs))
+    assert run.history.read_text().count("\n") == epochs + 1  # no half line left
+    steps_seen = scalar_steps(run.tensorboard)
+    for tag in ("train/epoch_loss", "validation/epoch_main_top1"):
+        assert steps_seen[tag] == list(range(epochs)), (tag, steps_seen[tag])
+    # The optimizer went on from step 4: 3 + 1 (preempted) + 3 (epoch 2 again) steps.
+    model = keras.models.load_model(run.last)
+    assert int(model.optimizer.iterations) == 7
+
+
+# Damaged run folders, checked without training.
+
+HEADER = "epoch,loss,val_main_top1\n"
+
+
+def _model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A good weights file and a good .keras file to copy into run folders."""
+    root = tmp_path_factory.mktemp("files")
+    model = _model()
+    model.save_weights(root / "good.weights.h5")
+    model.save(root / "good.keras")
+    return root
+
+
+def _run(tmp_path, files, *, rows=2, backup_epoch=2, weights="good", last="good"):
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("project_name: x\n")
+    run.history.write_text(HEADER + "".join(f"{e},1.0,0.5\n" for e in range(rows)))
+    if backup_epoch is not None:
+        run.backup.mkdir()
+        name = "backup_000000004.weights.h5"
+        data = (files / "good.weights.h5").read_bytes()
+        (run.backup / name).write_bytes(data if weights == "good" else data[: len(data) // 3])
+        state = {"epoch": backup_epoch, "step": 4, "weights": name}
+        (run.backup / "state.json").write_text(json.dumps(state))
+    if last is not None:
+        data = (files / "good.keras").read_bytes()
+        run.last.write_bytes(data if last == "good" else data[:200])
+    return run
+
+
+def test_intact_backup_resumes_from_it(tmp_path, files):
+    run = _run(tmp_path, files)
+    assert resume_point(run, run, chief=True).epoch == 2
+    # a half row (a kill during the append) does not count, and is not a damage
+    with open(run.history, "a") as f:
+        f.write("2,0.9")
+    assert resume_point(run, run, chief=True).epoch == 2
+
+
+def test_truncated_backup_falls_back_to_last_and_history(tmp_path, files, caplog):
+    run = _run(tmp_path, files, weights="truncated")
+    with caplog.at_level(logging.WARNING, logger="keras_googlenet"):
+        point = resume_point(run, run, chief=True)
+    assert point.epoch == 2 and point.from_last
+    assert "backup_000000004.weights.h5" in caplog.text and "last.keras" in caplog.text
+
+
+def test_unreadable_state_or_no_backup_falls_back(tmp_path, files):
+    run = _run(tmp_path, files)
+    (run.backup / "state.json").write_text('{"epoch": 2, "st')
+    assert resume_point(run, run, chief=True) == resume_point(run, run, chief=True)
+    assert resume_point(run, run, chief=True).from_last
+    run2 = _run(tmp_path / "b", files, backup_epoch=None)
+    point = resume_point(run2, run2, chief=True)
+    assert point.epoch == 2 and point.from_last  # not epoch 0 over a history of 2 epochs
+
+
+def test_damaged_backup_and_last_is_one_line_with_what_to_do(tmp_path, files):
+    run = _run(tmp_path, files, weights="truncated", last="truncated")
+    with pytest.raises(UserError, match=r"last\.keras: not a readable .*add --restart"):
+        resume_point(run, run, chief=True)
+    run.last.unlink()
+    with pytest.raises(UserError, match=r"last\.keras: missing, and the resume backup"):
+        resume_point(run, run, chief=True)
+
+
+def test_backup_newer_than_history(tmp_path, files):
+    run = _run(tmp_path, files, rows=1, backup_epoch=2)
+    with pytest.raises(UserError, match=r"history\.csv: lists 1 finished epoch.*--restart"):
+        resume_point(run, run, chief=True)
+    run.history.write_text("epo")  # a header cut short: no epoch listed
+    with pytest.raises(UserError, match=r"history\.csv: lists 0 finished"):
+        resume_point(run, run, chief=True)
+
+
+def test_nothing_finished_starts_at_epoch_0(tmp_path, files):
+    run = _run(tmp_path, files, rows=0, backup_epoch=None, last=None)
+    assert resume_point(run, run, chief=True).epoch == 0
+
+
+def test_damaged_best_is_removed_with_a_warning(tmp_path, files, caplog):
+    run = _run(tmp_path, files)
+    run.best.write_bytes(b"PK\x03\x04 cut")
+    with caplog.at_level(logging.WARNING, logger="keras_googlenet"):
+        assert drop_damaged_best(run)
+    assert not run.best.exists() and "best.keras" in caplog.text
+    assert not drop_damaged_best(run)
+
+
+def test_file_checks(tmp_path, files):
+    assert weights_file_problem(files / "good.weights.h5") is None
+    assert keras_file_problem(files / "good.keras") is None
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes((files / "good.weights.h5").read_bytes()[:100])
+    assert weights_file_problem(bad)
+    assert weights_file_problem(tmp_path / "none.h5") == "missing"
+    flipped = bytearray((files / "good.keras").read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    (tmp_path / "flipped.keras").write_bytes(bytes(flipped))
+    assert keras_file_problem(tmp_path / "flipped.keras")
+
+
+def test_corrupt_checkpoint_for_evaluate_is_one_line(tmp_path, files):
+    cut = tmp_path / "last.keras"
+    cut.write_bytes((files / "good.keras").read_bytes()[:300])
+    with pytest.raises(UserError, match=r"last\.keras: cannot load checkpoint .*--checkpoint"):
+        load_checkpoint(cut)
+
+
+def test_missing_or_broken_config_yaml_is_one_line(
+    tmp_path, files, shared_processed_dataset, capsys
+):
+    run = _run(tmp_path, files)
+    run.config.unlink()
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
+    args += ["--set", f"data.input_dir={shared_processed_dataset}"]
+    assert cli("train", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.yaml: missing from a run folder" in err[0]
+    run.config.write_text("model: [unclosed\n")
+    assert cli("train", *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.yaml: cannot read the run's config" in err[0]
+
+
+def test_restart_number_is_the_first_free_folder(tmp_path):
+    base = tmp_path / "run"
+    assert restart_number(base) == 1
+    (base / "workers" / "worker_1").mkdir(parents=True)  # all a non-chief worker writes
+    assert restart_number(base) == 1
+    (base / "config.yaml").write_text("x")
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "history.csv").write_text("")
+    assert restart_number(base) == 3
+    assert resolve_run_dir(None, base, restart=True) == tmp_path / "run-3"
+    # A multi-worker run's other workers take the number the chief chose.
+    assert resolve_run_dir(None, base, number=2) == tmp_path / "run-2"
+    assert resolve_run_dir(None, base, restart=True, number=1) == base

@@ -29,7 +29,7 @@ def validate(config: Config, source: str) -> Config:
     if m.input_size < smallest:
         why = " with aux_heads on" if m.aux_heads else ""
         bad("model.input_size", f"must be at least {smallest}{why}, got {m.input_size}")
-    if m.pool4_size not in (2, 3):
+    if m.pool4_size not in (None, 2, 3):
         bad(
             "model.pool4_size",
             f"must be 3 (the paper) or 2 (torchvision, TF-slim), got {m.pool4_size}",
@@ -89,6 +89,24 @@ def validate(config: Config, source: str) -> Config:
         bad(
             "training.init_weights",
             f"must be a .weights.h5 file of import-weights, got {t.init_weights}",
+        )
+    f = t.finetune
+    if f.head_epochs < 0:
+        bad("training.finetune.head_epochs", f"must not be negative, got {f.head_epochs}")
+    if f.head_epochs and t.freeze_until is None:
+        bad("training.finetune.head_epochs", "needs training.freeze_until (what phase 1 freezes)")
+    if f.head_epochs and f.head_epochs >= t.epochs:
+        bad(
+            "training.finetune.head_epochs",
+            f"must be below training.epochs ({t.epochs}) to leave epochs for phase 2, "
+            f"got {f.head_epochs}",
+        )
+    if not 0 < f.lr_factor <= 1:
+        bad("training.finetune.lr_factor", f"must be in (0, 1], got {f.lr_factor}")
+    if config.runtime.steps_per_execution < 1:
+        bad(
+            "runtime.steps_per_execution",
+            f"must be at least 1, got {config.runtime.steps_per_execution}",
         )
     for head, weight in t.loss_weights.items():
         if head not in OUTPUT_NAMES:

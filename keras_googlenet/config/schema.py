@@ -30,13 +30,14 @@ class ModelConfig:
     dropout: float = 0.4
     aux_dropout: float = 0.7
     initializer: str = "glorot_normal"
-    # What reproducing an imported network needs (the defaults are the paper's model); an
-    # imported weights file's JSON names the values it needs, and a run refusing them stops.
-    padding: Literal["same", "torchvision"] = "same"  # torchvision: symmetric conv1, ceil pools
-    pool4_size: int = 3  # the pool before 5a: 3x3 (Table 1), 2x2 (torchvision, TF-slim)
+    # What reproducing an imported network needs. null: the imported file's value (its JSON
+    # names them) with training.init_weights, else the paper's (table.PAPER_CONVENTION); a value
+    # set here that contradicts the file stops the run.
+    padding: Literal["same", "torchvision"] | None = None  # torchvision: symmetric conv1, ceil
+    pool4_size: int | None = None  # the pool before 5a: 3x3 (Table 1), 2x2 (torchvision, slim)
     # dataset_mean: (x - train mean) / data.std_rgb; minus_one_one: x / 127.5 - 1 (ImageNet
     # weights from torchvision and TF-slim expect this)
-    input_scaling: Literal["dataset_mean", "minus_one_one"] = "dataset_mean"
+    input_scaling: Literal["dataset_mean", "minus_one_one"] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,17 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """The two-phase fine-tuning schedule (see training/finetune.py)."""
+
+    # Phase 1: the first head_epochs epochs train only what is above training.freeze_until.
+    # Phase 2: the remaining epochs train everything, at the schedule's rate x lr_factor.
+    # 0: one phase, training.freeze_until frozen throughout.
+    head_epochs: int = 0
+    lr_factor: float = 0.1
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """The fit loop: epochs, losses, checkpoints and resume."""
 
@@ -149,6 +161,7 @@ class TrainingConfig:
     # Freeze every layer from the input through this block (conv1, conv2, inception_3a .. 5b);
     # frozen batch norm runs in inference mode. None: train everything.
     freeze_until: str | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     # Per-class loss weights on every head: "balanced" (n / (classes * count), from train.csv),
     # {class name or id: weight} (others 1), or a YAML/JSON mapping or CSV (class,weight) file.
     class_weight: str | dict | None = None
@@ -162,7 +175,10 @@ class RuntimeConfig:
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker"] = "auto"
     devices: list = field(default_factory=list)  # mirrored/one_device: e.g. ["/gpu:0"]
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    jit_compile: bool = False  # XLA; slower on the CPUs we measured, off under a strategy anyway
+    jit_compile: bool = False  # XLA: see bench/README.md for what it gave on CPU
+    # Training steps per call into TensorFlow: saves per-step overhead where steps take
+    # milliseconds (GPUs, small images); batch-level callbacks then run every N steps.
+    steps_per_execution: int = 1
     # Batch-norm statistics over the global batch (all replicas), not each replica's share:
     # for small per-replica batches under mirrored / multi_worker.
     sync_batch_norm: bool = False

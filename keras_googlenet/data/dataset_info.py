@@ -168,6 +168,26 @@ def probe_image(path: str) -> str | None:
         return "truncated JPEG (no end marker)"
     if head.startswith(b"\x89PNG") and b"IEND" not in tail:
         return "truncated PNG (no IEND chunk)"
+    return _declared_size_problem(path)
+
+
+# TensorFlow decodes a whole image before any crop: a header claiming more pixels than this
+# (300 MB as RGB) would take that memory per parallel decode, or abort the process.
+MAX_PIXELS = 100_000_000
+
+
+def _declared_size_problem(path: str) -> str | None:
+    """Why the size a header declares is unusable, or None; reads the header only."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below; Pillow's would warn or raise first
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception as e:  # any header Pillow cannot parse is one TensorFlow cannot decode
+        return f"unreadable image header ({type(e).__name__})"
+    if width * height > MAX_PIXELS or not width or not height:
+        return f"declared size {width}x{height} is too large to decode"
     return None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -87,6 +88,54 @@ def _batch_for(cfg: Config, input_context, num_replicas: int) -> tuple[int, int,
         per_replica * (replicas // pipelines),
         pipelines,
         input_context.input_pipeline_id,
+    )
+
+
+class ValLayout(NamedTuple):
+    """How one validation pipeline cuts its share of the images (see `val_layout`)."""
+
+    start: int  # index of its first image
+    count: int  # its images
+    batch: int  # every batch's size, padding included
+    batches: int  # its number of batches (the same in every pipeline)
+    steps: int  # validation steps: pass them to Keras (see `val_layout`)
+    weight: float  # the sample weight of a real image (padding: 0)
+
+
+def val_layout(
+    n: int, replicas: int, per_replica: int, pipelines: int = 1, pipeline_id: int = 0
+) -> ValLayout:
+    """Equal validation batches, padded with zero-weight images, so every strategy is exact.
+
+    A plain `batch(drop_remainder=False)` gives the replicas of the last step uneven batches,
+    an empty one whenever the remainder is smaller than the replicas (batch norm then fails).
+    Here every replica of every step gets `batch` images, the last ones padded with blank
+    zero-weight images. Keras averages each batch's loss (summed losses / batch size) with equal
+    weights when the batches are equal; real images get the weight `S * R * batch / n` (S steps,
+    R replicas), so those averages and the weighted accuracies come out as the plain means over
+    the `n` real images: what one device computes, within float rounding. Keras must be given
+    `steps`: left to find the end itself under a distribution strategy, it runs one more step
+    of empty batches and counts it in the per-output losses and accuracies.
+
+    Args:
+        n: images in the validation set.
+        replicas: replicas in sync (over all workers).
+        per_replica: the per-replica batch size.
+        pipelines, pipeline_id: input pipelines (one per worker) and which one this is: each
+            reads its own contiguous share, in as many batches as the others.
+    """
+    steps = max(1, -(-n // (replicas * per_replica)))
+    share, extra = divmod(n, pipelines)
+    start = pipeline_id * share + min(pipeline_id, extra)
+    batches = steps * replicas // pipelines
+    batch = max(1, -(-(share + (extra > 0)) // batches))  # the largest share fits
+    return ValLayout(
+        start=start,
+        count=share + (pipeline_id < extra),
+        batch=batch,
+        batches=batches,
+        steps=steps,
+        weight=steps * replicas * batch / n if n else 0.0,
     )
 
 
@@ -269,14 +318,16 @@ def make_val_dataset(
         info: from `read_dataset_info` (its validation files are used unless `csv_path`).
         csv_path: another CSV (columns `image,class`) of files in `data.valid_dir`, checked the
             same way (e.g. a test split for evaluation).
-        input_context: batch per replica. Validation is not sharded across workers: each worker
-            evaluates the whole set (the metrics are the same; it keeps every worker's step
-            count equal, which collective ops need).
+        input_context: batch per replica, and this worker's share of the images: each image
+            is evaluated once over all workers and replicas, every worker takes the same number
+            of steps (collective ops need that) and no replica gets an empty batch
+            (`val_layout`).
         num_replicas: replicas sharing the global batch when `input_context` is None.
 
     Returns:
-        A dataset of `(uint8 [B, S, S, 3], {"main": int32 [B], ...})`; the last batch may be
-        smaller.
+        A dataset of `(uint8 [B, S, S, 3], {"main": int32 [B], ...}, float32 [B] weights)`,
+        every batch the same size, blank zero-weight images after the real ones (see
+        `val_layout`; drop weight-0 rows to get the images alone).
     """
     d = cfg.data
     augment = compile_augment(d.val_augment, "data.val_augment")
@@ -290,16 +341,29 @@ def make_val_dataset(
     fixed_seed = tf.constant([0, 0], tf.int64)  # val transforms are deterministic anyway
     window = window_decode_pays(augment, paths[0])
 
+    replicas = input_context.num_replicas_in_sync if input_context else 1
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    layout = val_layout(len(paths), replicas, batch, pipelines, pipeline_id)
+    mine = slice(layout.start, layout.start + layout.count)
+    weight = tf.constant(layout.weight, tf.float32)
+
     def load(path, label):
         image = decode_and_augment(tf.io.read_file(path), fixed_seed, augment, None, window)
-        return tf.ensure_shape(image, [size, size, 3]), label
+        return tf.ensure_shape(image, [size, size, 3]), label, weight
 
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(labels, tf.int32)))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (list(paths[mine]), tf.constant(labels[mine], tf.int32))
+    )
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if d.on_bad_image == "skip":
         ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(batch, drop_remainder=False)
-    ds = ds.map(lambda x, y: _labels(x, y, _heads(cfg)))
+    blank = (tf.zeros([size, size, 3], tf.uint8), tf.constant(0, tf.int32), tf.constant(0.0))
+    # Padding after the real images, then cut to exactly `batches` equal batches (also when a
+    # file failed to decode and was dropped above).
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat())
+    ds = ds.take(layout.batches * layout.batch).batch(layout.batch, drop_remainder=True)
+    ds = ds.map(lambda x, y, w: (*_labels(x, y, _heads(cfg)), w))
     if d.cache:
         ds = ds.cache()
     ds = ds.prefetch(tf.data.AUTOTUNE)

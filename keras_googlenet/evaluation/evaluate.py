@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -46,13 +45,17 @@ log = logging.getLogger(__name__)
 
 
 def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, C], labels [N]) over a dataset of (images, {"main": labels})."""
+    """(probabilities [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
+
+    Rows of weight 0 (the validation pipeline's padding) are left out.
+    """
     from tqdm import tqdm
 
     probs, labels = [], []
-    for images, y in tqdm(dataset, total=num_batches, desc="evaluate", unit="batch"):
-        probs.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
-        labels.append(np.asarray(y["main"] if isinstance(y, dict) else y).reshape(-1))
+    for images, y, *weights in tqdm(dataset, total=num_batches, desc="evaluate", unit="batch"):
+        real = np.asarray(weights[0]) > 0 if weights else slice(None)
+        probs.append(np.asarray(model.predict_on_batch(images), dtype=np.float32)[real])
+        labels.append(np.asarray(y["main"] if isinstance(y, dict) else y).reshape(-1)[real])
     if not probs:
         raise UserError("no image could be read from the CSV")
     labels = np.concatenate(labels).astype(np.int64)
@@ -130,7 +133,7 @@ def evaluate_run(
         The metrics written to metrics.json, plus `output` (the report folder).
     """
     from keras_googlenet.data.dataset_info import read_dataset_info
-    from keras_googlenet.data.pipeline import make_val_dataset
+    from keras_googlenet.data.pipeline import make_val_dataset, val_layout
 
     started = time.time()
     run = open_run(run)
@@ -169,7 +172,7 @@ def evaluate_run(
     log.info("evaluating %s on %s", path, csv_file)
     dataset = make_val_dataset(config, info)
     n_rows = _count_rows(csv_file)
-    batches = math.ceil(info.val_size / config.data.batch_size)
+    batches = val_layout(info.val_size, 1, config.data.batch_size).batches
     probabilities, labels = predict_dataset(model, dataset, batches)
     result = summarize(probabilities, labels, info.class_names)
     # Files that passed the dataset check but failed to decode are dropped by the pipeline;

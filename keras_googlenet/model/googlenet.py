@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_googlenet.model.batch_norm import fuse_training_pass
 from keras_googlenet.model.table import (
     AUX_AFTER,
     INCEPTION_TABLE,
@@ -55,9 +56,10 @@ def conv_bn_relu(
         name=name,
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(
+        bn = keras.layers.BatchNormalization(
             epsilon=1e-3, synchronized=sync_batch_norm, name=f"{name}_bn"
-        )(x)
+        )
+        x = fuse_training_pass(bn)(x)  # synchronized: Keras's own pass (see batch_norm.py)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -7,8 +7,10 @@ Writes two files into DIR (nothing at all when the source is refused):
                               forward pass, the input convention, the class names, the
                               preprocessing, the source file and its sha256
 
-`training.init_weights: DIR/imagenet.weights.h5` starts a fine-tune from them; `predict
---weights DIR/imagenet.weights.h5 IMAGE` names ImageNet classes.
+`training.init_weights: DIR/imagenet.weights.h5` starts a fine-tune from them (model keys left
+null take the JSON's values); `predict --weights DIR/imagenet.weights.h5 IMAGE` names ImageNet
+classes and `export --weights ... --output DIR` writes a SavedModel, both with the source's own
+evaluation preprocessing (`PREPROCESSING`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,27 @@ log = logging.getLogger(__name__)
 WEIGHTS_NAME = "imagenet.weights.h5"
 SOURCES = ("torchvision", "slim")
 FORMAT = "keras_googlenet imported weights v1"
-# Both sources were evaluated on the shorter side resized to 256, then a 224 center crop.
-PREPROCESSING = {"resize_size": 256, "crop_square": True, "input_size": 224}
+# Each source's evaluation preprocessing, as the serving graph (ServingSpec) states it.
+#   torchvision: Resize(256) (shorter side, PIL bilinear), CenterCrop(224): the same pixels as the
+#                centred square resized to 256, then the 224 centre crop.
+#   slim: central_crop(0.875) of the whole frame, then a bilinear resize to 224x224 (the aspect
+#         ratio is not kept): the same as the frame stretched to 256x256, then the 224 centre
+#         crop (224 / 256 = 0.875). Slim resizes without antialiasing; here it is antialiased.
+# Both then scale to [-1, 1], which the model's first layer does (input_scaling).
+PREPROCESSING = {
+    "torchvision": {
+        "input_size": 224,
+        "resize_size": 256,
+        "crop_square": True,
+        "resize_method": "bilinear",
+    },
+    "slim": {
+        "input_size": 224,
+        "resize_size": 256,
+        "crop_square": False,
+        "resize_method": "bilinear",
+    },
+}
 CAVEATS = {
     "torchvision": "auxiliary heads not imported (torchvision's are untrained); the 3x3 kernels "
     "of the '5x5' branch sit in the centre of zero 5x5 kernels",
@@ -64,6 +85,29 @@ def read_sidecar(weights: str | Path) -> dict:
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{info_file}: unreadable import description ({e})") from None
     return info
+
+
+def load_imported(weights: str | Path):
+    """(the inference network of an imported weights file, built from its JSON; the JSON).
+
+    The network has no auxiliary heads and takes 224x224 0-255 pixels; it outputs `{"main":
+    softmax}` over the JSON's `class_names`.
+
+    Raises:
+        UserError: the file or its JSON is missing or unreadable, or the weights do not load.
+    """
+    from keras_googlenet.model import converters
+
+    info = read_sidecar(weights)
+    if info.get("source") not in SOURCES:
+        raise UserError(f"{sidecar(weights)}: unknown source {info.get('source')!r}")
+    model = converters.build(info["model"], PREPROCESSING[info["source"]]["input_size"])
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{weights}: cannot load the weights ({first:.200})") from None
+    return model, info
 
 
 def sha256(path: Path) -> str:
@@ -108,7 +152,7 @@ def import_weights(source: str, path: str | Path, output: str | Path, overwrite=
         "weights_file": WEIGHTS_NAME,
         "model": {**imported.model_keys, "aux_heads": False, "batch_norm": True},
         "input_convention": "raw 0-255 RGB pixels; the model's first layer computes x/127.5 - 1",
-        "preprocessing": PREPROCESSING,
+        "preprocessing": PREPROCESSING[source],
         "caveats": CAVEATS[source],
         "class_names": imported.class_names,
     }

@@ -74,6 +74,9 @@ FREEZE_POINTS = ("conv1", "conv2", *(f"inception_{stage}" for stage in INCEPTION
 #   minus_one_one: x / 127.5 - 1, the [-1, 1] range both torchvision's GoogLeNet (its
 #                  transform_input) and TF-slim's Inception v1 were trained on.
 INPUT_SCALINGS = ("dataset_mean", "minus_one_one")
+# The paper's model: what `model.padding`, `model.pool4_size` and `model.input_scaling` mean when
+# left null and no imported weights file says otherwise.
+PAPER_CONVENTION = {"padding": "same", "pool4_size": 3, "input_scaling": "dataset_mean"}
 MINUS_ONE_ONE = (127.5, 127.5)  # (mean, std) on the 0-255 scale
 
 

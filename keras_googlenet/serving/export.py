@@ -2,6 +2,7 @@
 
     keras-googlenet export --run-dir runs/NAME --output exports/NAME [--version N]
         [--format savedmodel|onnx|litert]
+    keras-googlenet export --weights weights/torchvision/imagenet.weights.h5 --output DIR
 
 `--format savedmodel` (the default) writes a SavedModel that needs TensorFlow only, no project
 code:
@@ -263,6 +264,41 @@ def export_run(
     return export_model(model, spec, output, fmt=fmt, overwrite=overwrite, metadata=metadata)
 
 
+def export_imported(
+    weights, output, *, overwrite: bool = False, top_k: int = 5, fmt: str = "savedmodel"
+):
+    """Exports a weights file of import-weights (ImageNet classes, its source's preprocessing).
+
+    Returns:
+        The export folder as a `Path`.
+    """
+    from keras_googlenet.model.import_weights import load_imported
+    from keras_googlenet.model.table import MINUS_ONE_ONE
+    from keras_googlenet.serving import formats
+    from keras_googlenet.serving.graph import ServingSpec
+
+    output = Path(output)
+    formats.require(fmt)  # before the slow part
+    check_output(output, overwrite)
+    model, info = load_imported(weights)
+    spec = ServingSpec.from_imported(info, top_k=top_k)
+    mean, std = MINUS_ONE_ONE  # imported ImageNet weights take x / 127.5 - 1
+    metadata = {
+        "weights": str(Path(weights).resolve()),
+        "source": info["source"],
+        "source_sha256": info.get("sha256"),
+        "input_contract": input_contract(spec, (mean,) * 3, std),
+    }
+    return export_model(
+        float32_inference_model(model),
+        spec,
+        output,
+        fmt=fmt,
+        overwrite=overwrite,
+        metadata=metadata,
+    )
+
+
 def folder_size(path: Path) -> int:
     """Bytes in all files under `path`."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
@@ -277,14 +313,19 @@ def run(args) -> int:
             raise UserError(f"--version must be at least 1, got {args.version}")
         # TensorFlow Serving loads MODEL_DIR/<version>/ and serves the highest version.
         output = output / str(args.version)
-    out = export_run(
-        args.run_dir,
-        output,
-        checkpoint=args.checkpoint,
-        overwrite=args.overwrite,
-        top_k=args.top_k,
-        fmt=args.format,
-    )
+    if args.weights:
+        out = export_imported(
+            args.weights, output, overwrite=args.overwrite, top_k=args.top_k, fmt=args.format
+        )
+    else:
+        out = export_run(
+            args.run_dir,
+            output,
+            checkpoint=args.checkpoint,
+            overwrite=args.overwrite,
+            top_k=args.top_k,
+            fmt=args.format,
+        )
     size = folder_size(out)
     what = "default signature: serve_images" if args.format == "savedmodel" else args.format
     print(f"exported to {out} ({size / 2**20:.1f} MiB); {what}")

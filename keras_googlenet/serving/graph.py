@@ -7,7 +7,8 @@ A served image goes through the validation path, inside the TensorFlow graph:
          made with `preprocess.center_crop: false`)
       -> resize to `preprocess.size` x `preprocess.size` (256), bicubic with antialiasing (within
          about 0.2 grey levels on average of the preprocessor's Pillow bicubic), rounded back to
-         0-255 integers as the preprocessor's JPEGs are
+         0-255 integers as the preprocessor's JPEGs are (imported ImageNet weights: their
+         source's resize, see import_weights.PREPROCESSING)
       -> center crop `model.input_size` (224), as the validation pipeline does
       -> the model, whose first layer subtracts the training-set mean and divides by the std.
 
@@ -47,6 +48,7 @@ class ServingSpec:
         crop_square: center crop to a square before resizing (`preprocess.center_crop`).
         class_names: label of each class id, in id order (categories.csv).
         top_k: how many classes the top-k outputs hold (at most the number of classes).
+        resize_method: "bicubic" (the preprocessor's) or "bilinear" (torchvision's, slim's).
     """
 
     input_size: int
@@ -54,6 +56,7 @@ class ServingSpec:
     crop_square: bool
     class_names: tuple[str, ...]
     top_k: int = DEFAULT_TOP_K
+    resize_method: str = "bicubic"
 
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -72,11 +75,28 @@ class ServingSpec:
             top_k=top_k,
         )
 
+    @classmethod
+    def from_imported(cls, info: dict, top_k: int = DEFAULT_TOP_K):
+        """The spec of an imported weights file (`info`: its JSON): its source's preprocessing
+        and its class names."""
+        from keras_googlenet.model.import_weights import PREPROCESSING
+
+        prep = PREPROCESSING[info["source"]]
+        return cls(
+            input_size=prep["input_size"],
+            resize_size=prep["resize_size"],
+            crop_square=prep["crop_square"],
+            class_names=tuple(info["class_names"]),
+            top_k=top_k,
+            resize_method=prep["resize_method"],
+        )
+
     def to_dict(self) -> dict:
         return {
             "input_size": self.input_size,
             "resize_size": self.resize_size,
             "crop_square": self.crop_square,
+            "resize_method": self.resize_method,
             "top_k": self.top_k,
             "num_classes": len(self.class_names),
         }
@@ -99,7 +119,7 @@ def preprocess_images(images, spec: ServingSpec):
         images = _center_crop(images, side, side)
     size = spec.resize_size
     resized = tf.image.resize(
-        tf.cast(images, tf.float32), (size, size), method="bicubic", antialias=True
+        tf.cast(images, tf.float32), (size, size), method=spec.resize_method, antialias=True
     )
     # The preprocessor stores 8-bit images; round so the model sees what training saw.
     resized = tf.clip_by_value(tf.round(resized), 0.0, 255.0)

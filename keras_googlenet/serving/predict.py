@@ -1,10 +1,15 @@
-"""Classify image files with an exported SavedModel or a run's checkpoint.
+"""Classify image files with an exported SavedModel, a run's checkpoint or imported weights.
 
-    keras-googlenet predict --export-dir DIR | --run-dir RUN  IMAGE [IMAGE ...] [--top-k 5]
+    keras-googlenet predict --export-dir DIR | --run-dir RUN | --weights FILE.weights.h5
+        IMAGE [IMAGE ...] [--top-k 5]
 
 Each image is read the way the preprocessor reads the dataset (any format Pillow opens, EXIF
 orientation applied, grayscale/CMYK/alpha made RGB, center square resized to `preprocess.size`)
 and goes through the model's `serve_images` endpoint, which center-crops it like validation.
+Imported ImageNet weights (`--weights`, written by import-weights) need no run folder: the
+network is built from the file's JSON, images are read with its source's evaluation
+preprocessing (import_weights.PREPROCESSING) and named by its class names (TF-slim's output 0 is
+its "background" class, so slim's ids are ImageNet's plus one).
 A missing or unreadable image is reported on stderr by name and the others are still
 predicted; the exit code is then 1.
 """
@@ -35,6 +40,7 @@ class Predictor:
     resize_size: int
     crop_square: bool
     source: str
+    resize_method: str = "bicubic"
     # The loaded SavedModel: its functions hold only weak references to its variables.
     keep_alive: object = None
 
@@ -72,6 +78,7 @@ def load_export(path: Path) -> Predictor:
         resize_size=int(prep["resize_size"]),
         crop_square=bool(prep["crop_square"]),
         source=str(path),
+        resize_method=str(prep.get("resize_method", "bicubic")),  # older exports: bicubic
         keep_alive=loaded,
     )
 
@@ -103,6 +110,26 @@ def load_run(path: Path, checkpoint: str) -> Predictor:
     )
 
 
+def load_imported_weights(weights: str | Path) -> Predictor:
+    """A predictor on a weights file of import-weights (built from its JSON, no run folder)."""
+    from keras_googlenet.model.import_weights import load_imported
+    from keras_googlenet.serving.graph import ServingSpec, compiled_serving_functions
+    from keras_googlenet.training.checkpoints import float32_inference_model
+
+    model, info = load_imported(weights)
+    spec = ServingSpec.from_imported(info)
+    return Predictor(
+        serve_images=compiled_serving_functions(float32_inference_model(model), spec)[
+            "serve_images"
+        ],
+        class_names=spec.class_names,
+        resize_size=spec.resize_size,
+        crop_square=spec.crop_square,
+        source=str(weights),
+        resize_method=spec.resize_method,
+    )
+
+
 def load_predictor(model: str, checkpoint: str = "best") -> Predictor:
     """An export folder (has saved_model.pb) or a run folder (has config.yaml)."""
     path = Path(model)
@@ -129,7 +156,7 @@ def read_image(path: str, predictor: Predictor) -> np.ndarray:
     if file.is_dir():
         raise UserError(f"{path}: is a folder, not an image")
     try:
-        return load_rgb(file, predictor.resize_size, predictor.crop_square)
+        return load_rgb(file, predictor.resize_size, predictor.crop_square, predictor.resize_method)
     except BadImage as e:
         raise UserError(f"{path}: not a readable image ({e})") from None
 
@@ -177,7 +204,10 @@ def format_text(results: list[dict]) -> str:
 
 def run(args) -> int:
     """Runs `keras-googlenet predict`: exit 1 if any image failed."""
-    predictor = load_predictor(args.export_dir or args.run_dir, args.checkpoint)
+    if args.weights:
+        predictor = load_imported_weights(args.weights)
+    else:
+        predictor = load_predictor(args.export_dir or args.run_dir, args.checkpoint)
     results = predict_files(predictor, args.images, args.top_k)
     failed = [r for r in results if "error" in r]
     for r in failed:

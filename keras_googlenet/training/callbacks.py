@@ -3,8 +3,9 @@
 Order matters in `model.fit`'s callback list (each sees the same `logs` dict in turn):
 schedule -> EpochStats (adds learning_rate, images_per_second) -> checkpoints -> CSV history ->
 TensorBoard -> the epoch log line -> ReduceLROnPlateau (changes the rate for the next epoch) ->
-the resume backup, last, so that a backup never claims an epoch whose history, TensorBoard
-summaries and checkpoints are not yet on disk. A crash between those writes and the backup
+the resume backup, last (then only `preemption.StopOnSignal`, which writes it on SIGTERM), so
+that a backup never claims an epoch whose history, TensorBoard summaries and checkpoints are not
+yet on disk. A crash between those writes and the backup
 reruns that epoch; `history.truncate_history` and `tensorboard.purge_events` then drop what
 the lost run wrote.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import keras
 
 from keras_googlenet.atomic import atomic_write_text
+from keras_googlenet.training.preemption import StopOnSignal
 
 log = logging.getLogger("keras_googlenet")
 
@@ -40,12 +42,19 @@ class EpochStats(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._steps = 0
+        self._first_step = None
         self._start = time.perf_counter()
         self._train_end = None
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first_step is None:  # not 0 when a resumed run starts mid-epoch
+            self._first_step = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
+        # `batch` is the last step Keras ran: with steps_per_execution > 1 this is called once
+        # per group of steps, so counting calls would undercount.
+        self._steps = batch + 1 - self._first_step
 
     def on_test_begin(self, logs=None):
         if self._train_end is None:
@@ -91,21 +100,66 @@ class EpochLogLine(keras.callbacks.Callback):
 
 
 class KillAtStep(keras.callbacks.Callback):
-    """Test hook: SIGKILLs this process once the optimizer has run `step` steps.
+    """Test hook: sends `signal_name` (default SIGKILL) to this process once the optimizer has
+    run `step` steps.
 
-    Enabled by the KERAS_GOOGLENET_TEST_KILL_AT_STEP environment variable, so the resume tests
-    can crash a run at a known point, like a power cut: no cleanup, no flush.
+    Enabled by the KERAS_GOOGLENET_TEST_KILL_AT_STEP environment variable ("STEP" or
+    "STEP:SIGTERM"), so the resume tests can crash a run at a known point, like a power cut
+    (no cleanup, no flush), or preempt it like a cloud scheduler.
     """
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, signal_name: str = "SIGKILL"):
         super().__init__()
         self.step = step
+        self.signal_name = signal_name
+        self._sent = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) >= self.step:
-            import signal
+        import signal
 
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._sent:
+            return
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) >= self.step:
+            self._sent = True
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+KILL_DURING_ENV = "KERAS_GOOGLENET_TEST_KILL_DURING"  # test hook: "backup:N", "checkpoint:N", ...
+_kill_counts: dict[str, int] = {}
+
+
+def test_kill_point(kind: str, half_line_to: Path | None = None) -> None:
+    """Test hook: SIGKILLs this process the N-th time a write of `kind` is under way.
+
+    KERAS_GOOGLENET_TEST_KILL_DURING=KIND:N (kinds: `backup`, `checkpoint`, `history`) lets
+    the resume tests cut a run in the middle of a write, like a power cut. `half_line_to`: a
+    CSV file that first gets half a row, as a write cut short leaves it.
+    """
+    wanted = os.environ.get(KILL_DURING_ENV, "")
+    if not wanted.startswith(f"{kind}:"):
+        return
+    _kill_counts[kind] = _kill_counts.get(kind, 0) + 1
+    if _kill_counts[kind] != int(wanted.split(":")[1]):
+        return
+    if half_line_to is not None:
+        with open(half_line_to, "a") as f:
+            f.write("9,0.12")
+            f.flush()
+            os.fsync(f.fileno())
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TestKill(keras.callbacks.Callback):
+    """Test hook placed after the CSV logger: a kill while history.csv's row is half written."""
+
+    def __init__(self, history: Path):
+        super().__init__()
+        self.history = Path(history)
+
+    def on_epoch_end(self, epoch, logs=None):
+        test_kill_point("history", half_line_to=self.history)
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -149,6 +203,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 shutil.copyfile(self.source, tmp)
         else:
             self.model.save(tmp, overwrite=True)
+        test_kill_point("checkpoint")
         os.replace(tmp, target)
 
 
@@ -191,6 +246,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         name = f"backup_{iterations:09d}.weights.h5"
         tmp = self.dir / f".tmp_{name}"
         self.model.save_weights(tmp, overwrite=True)
+        test_kill_point("backup")
         os.replace(tmp, self.dir / name)
         state = {"epoch": self._current_epoch, "step": iterations, "weights": name}
         atomic_write_text(self.dir / self.STATE, json.dumps(state))
@@ -211,7 +267,9 @@ def read_backup_state(backup_dir: str | Path) -> dict | None:
     return state
 
 
-def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) -> list:
+def run_callbacks(
+    cfg, run, own, *, chief, initial_epoch, best, global_batch, stop_together=None
+) -> list:
     """The callback list of a run's `fit`, in the order the module docstring explains.
 
     Args:
@@ -221,12 +279,15 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
         initial_epoch: the epoch a resumed run starts from (restores the plateau state).
         best: the best validation top-1 so far (so `best.keras` is not overwritten by worse).
         global_batch: images per step over all replicas (for images/s).
+        stop_together: for `StopOnSignal` under several workers (see `preemption.py`).
     """
     s, t = cfg.schedule, cfg.training
     from keras_googlenet.training import early_stopping, ema, schedules, tensorboard
 
     callbacks = [
-        schedules.lr_scheduler(s, cfg.optimizer.lr, t.epochs),
+        schedules.lr_scheduler(
+            s, cfg.optimizer.lr, t.epochs, t.finetune.head_epochs, t.finetune.lr_factor
+        ),
         EpochStats(global_batch),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -250,6 +311,7 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
                 every=t.checkpoint_interval,
             ),
             keras.callbacks.CSVLogger(str(run.history), append=True),
+            TestKill(run.history),  # does nothing unless the test hook asks
             tensorboard.RunTensorBoard(
                 run.tensorboard, profile_batches=cfg.logging.profile_batches
             ),
@@ -270,7 +332,9 @@ def run_callbacks(cfg, run, own, *, chief, initial_epoch, best, global_batch) ->
         callbacks.append(early_stopping.for_run(t.early_stopping, own.backup, initial_epoch))
     if ema_in:  # the backup keeps the raw weights and the averages where training left them
         callbacks.append(ema.EmaWeightsOut(ema_in))
-    callbacks.append(ResumableBackup(own.backup, save_freq=t.backup_every))
-    if os.environ.get(KILL_ENV):
-        callbacks.append(KillAtStep(int(os.environ[KILL_ENV])))
+    if os.environ.get(KILL_ENV):  # before the backup: a signal it sends is seen at that step
+        step, _, signal_name = os.environ[KILL_ENV].partition(":")
+        callbacks.append(KillAtStep(int(step), signal_name or "SIGKILL"))
+    backup = ResumableBackup(own.backup, save_freq=t.backup_every)
+    callbacks += [backup, StopOnSignal(backup, stop_together=stop_together)]
     return callbacks

@@ -11,6 +11,7 @@ or a path to a `.keras` file:
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 from keras_googlenet.config import Config, load_config
@@ -97,9 +98,12 @@ def load_checkpoint(path: str | Path):
         raise UserError(f"{path}: not a .keras checkpoint")
     try:
         return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot load checkpoint ({first})") from None
+        raise UserError(
+            f"{path}: cannot load checkpoint ({first}); choose another with --checkpoint "
+            "(best, last or an epoch_NNN.keras file)"
+        ) from None
 
 
 def float32_inference_model(model):

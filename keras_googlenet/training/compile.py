@@ -7,7 +7,7 @@ import keras
 from keras_googlenet.config import Config
 from keras_googlenet.errors import UserError
 from keras_googlenet.model.googlenet import build_googlenet
-from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES
+from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES, PAPER_CONVENTION
 
 # Batch norm scales/offsets and biases are not decayed (decay would only shrink them).
 NO_DECAY = ["gamma", "beta", "bias"]
@@ -51,6 +51,8 @@ def build_model(cfg: Config, info) -> keras.Model:
             "classes (set model.num_classes to null to take it from the dataset)"
         )
     m = cfg.model
+    # A null key (no imported file adopted into the config) means the paper's model.
+    padding, pool4_size = (model_key(m, key) for key in ("padding", "pool4_size"))
     mean_rgb, std_rgb = input_normalization(cfg, info.mean_rgb)
     return build_googlenet(
         num_classes,
@@ -62,15 +64,21 @@ def build_model(cfg: Config, info) -> keras.Model:
         initializer=m.initializer,
         mean_rgb=mean_rgb,
         std_rgb=std_rgb,
-        padding=m.padding,
-        pool4_size=m.pool4_size,
+        padding=padding,
+        pool4_size=pool4_size,
         sync_batch_norm=cfg.runtime.sync_batch_norm,
     )
 
 
+def model_key(m, key: str):
+    """`model.<key>` (padding, pool4_size, input_scaling); null means the paper's model."""
+    value = getattr(m, key)
+    return PAPER_CONVENTION[key] if value is None else value
+
+
 def input_normalization(cfg: Config, dataset_mean_rgb) -> tuple[tuple, float]:
     """(mean_rgb, std_rgb) that the model's first layer applies: `(x - mean_rgb) / std_rgb`."""
-    if cfg.model.input_scaling == "minus_one_one":  # what ImageNet weights were trained on
+    if model_key(cfg.model, "input_scaling") == "minus_one_one":  # what ImageNet weights expect
         mean, std = MINUS_ONE_ONE
         return (mean,) * 3, std
     return tuple(dataset_mean_rgb), cfg.data.std_rgb
@@ -107,7 +115,7 @@ def make_optimizer(o) -> keras.optimizers.Optimizer:
     return opt
 
 
-def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
+def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Model:
     """Compiles `model` for training: optimizer, per-head losses, weights and metrics.
 
     Call inside the strategy's scope, after the precision policy is set (a `mixed_float16`
@@ -117,6 +125,12 @@ def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
     with the output name (`main_top1`, `aux_4a_accuracy`). With MixUp or CutMix in
     `data.batch_augment` the labels are one-hot rows, mixed (`data/batch_augment.py`), so the
     losses and metrics are the categorical ones.
+
+    Args:
+        model: the training model.
+        cfg: the config (`optimizer.*`, `training.*`, `runtime.jit_compile`).
+        optimizer: an optimizer to keep (a recompile after (un)freezing layers keeps its
+            state); None: a new one from `cfg.optimizer`.
 
     Returns:
         `model`, compiled.
@@ -148,10 +162,11 @@ def compile_model(model: keras.Model, cfg: Config) -> keras.Model:
     for head in heads[1:]:
         metrics[head] = [accuracy(name="accuracy")]
     model.compile(
-        optimizer=make_optimizer(cfg.optimizer),
+        optimizer=optimizer or make_optimizer(cfg.optimizer),
         loss={head: loss() for head in heads},
         loss_weights={head: float(cfg.training.loss_weights.get(head, 0.0)) for head in heads},
         metrics=metrics,
         jit_compile=cfg.runtime.jit_compile,
+        steps_per_execution=cfg.runtime.steps_per_execution,
     )
     return model

@@ -137,19 +137,29 @@ def read_dataset_facts(run: RunDir) -> dict | None:
 # The run's state: new, resume or done.
 
 
-def resolve_run_dir(cfg: Config, run_dir=None, restart: bool = False) -> Path:
+def resolve_run_dir(cfg: Config, run_dir=None, restart: bool = False, number=None) -> Path:
     """The run folder: `run_dir`, else `paths.run_dir`, else `paths.runs_dir/project_name`.
 
     With `restart`, an existing non-empty folder is left alone and the first free NAME-2,
-    NAME-3, ... is used instead.
+    NAME-3, ... is used instead (`restart_number`). `number`: use NAME-number (1: NAME itself),
+    the one a multi-worker run's chief chose, so every worker uses the same folder.
     """
     base = Path(run_dir or cfg.paths.run_dir or Path(cfg.paths.runs_dir) / cfg.project_name)
-    if not restart or not _occupied(base):
+    if number is None and restart:
+        number = restart_number(base)
+    if number is None or number <= 1:
         return base
+    return base.with_name(f"{base.name}-{number}")
+
+
+def restart_number(base: Path) -> int:
+    """1 if folder `base` is unused, else the first n >= 2 whose NAME-n is unused."""
+    if not _occupied(base):
+        return 1
     n = 2
     while _occupied(base.with_name(f"{base.name}-{n}")):
         n += 1
-    return base.with_name(f"{base.name}-{n}")
+    return n
 
 
 def _occupied(path: Path) -> bool:
@@ -199,14 +209,25 @@ def run_state(run: RunDir, cfg: Config) -> str:
     if not _occupied(run.root):
         return "new"
     if not run.config.is_file():
+        if _trained(run):
+            raise UserError(
+                f"{run.config}: missing from a run folder that holds a trained run; put it "
+                "back (the config the run was started with), or add --restart for a new run"
+            )
         raise UserError(
             f"{run.root}: not empty and has no config.yaml, so it is not a run folder; "
             "choose another --run-dir"
         )
     try:
-        saved = yaml.safe_load(run.config.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{run.config}: cannot read the run's config ({e})") from None
+        saved = yaml.safe_load(run.config.read_text())
+        if not isinstance(saved, dict):
+            raise yaml.YAMLError(f"expected a mapping, found {type(saved).__name__}")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{run.config}: cannot read the run's config ({first}); put the original back, or "
+            "add --restart for a new run"
+        ) from None
     differing = config_differences(saved, cfg.to_dict())
     if differing and not _trained(run):
         # A start that failed before its first epoch (a wrong data path, say) left only

@@ -9,6 +9,10 @@ Rules (`schedule.name`), for 0-based `epoch`, after `warmup_epochs` of linear wa
     plateau   lr, halved (schedule.factor) by ReduceLROnPlateau when validation top-1 of `main`
               has not improved for `patience` epochs
 
+Two-phase fine-tuning (`training.finetune.head_epochs: N`, see training/finetune.py): from
+epoch N on, the same rule runs with `lr * lr_factor` in place of `lr`; `plateau` multiplies the
+rate it has at the switch by `lr_factor` once (see `phase_lr`).
+
 The optimizer is given a float learning rate, never a `LearningRateSchedule`: Keras's
 LearningRateScheduler and ReduceLROnPlateau assign to it, and raise TypeError on a schedule.
 """
@@ -56,14 +60,40 @@ def scheduled_lr(schedule, base_lr: float, epochs: int, epoch: int, current_lr: 
     raise ValueError(f"unknown schedule {name!r}")
 
 
-def lr_scheduler(schedule, base_lr: float, epochs: int) -> keras.callbacks.LearningRateScheduler:
-    """A LearningRateScheduler applying `scheduled_lr` at the start of each epoch.
+def phase_lr(
+    schedule,
+    base_lr: float,
+    epochs: int,
+    epoch: int,
+    current_lr: float,
+    head_epochs: int = 0,
+    lr_factor: float = 1.0,
+) -> float:
+    """`scheduled_lr`, lowered by `lr_factor` from epoch `head_epochs` on (phase 2).
 
-    Being a pure function of the epoch, it gives the right rate after a restart too.
+    Args:
+        head_epochs: `training.finetune.head_epochs` (0: one phase, no factor).
+        lr_factor: `training.finetune.lr_factor`.
+        The others: as `scheduled_lr`.
+    """
+    if not head_epochs or epoch < head_epochs:
+        return scheduled_lr(schedule, base_lr, epochs, epoch, current_lr)
+    if epoch == head_epochs:  # the switch: what `plateau` keeps is phase 1's rate
+        current_lr *= lr_factor
+    return scheduled_lr(schedule, base_lr * lr_factor, epochs, epoch, current_lr)
+
+
+def lr_scheduler(
+    schedule, base_lr: float, epochs: int, head_epochs: int = 0, lr_factor: float = 1.0
+) -> keras.callbacks.LearningRateScheduler:
+    """A LearningRateScheduler applying `phase_lr` at the start of each epoch.
+
+    A function of the epoch (and, for `plateau`, of the rate the backup restores), it gives
+    the right rate after a restart too.
     """
 
     def rule(epoch, lr):
-        return scheduled_lr(schedule, base_lr, epochs, epoch, float(lr))
+        return phase_lr(schedule, base_lr, epochs, epoch, float(lr), head_epochs, lr_factor)
 
     return keras.callbacks.LearningRateScheduler(rule, verbose=0)
 

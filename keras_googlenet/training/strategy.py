@@ -8,12 +8,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import re
 
 import tensorflow as tf
 
 from keras_googlenet.errors import UserError
+
+log = logging.getLogger("keras_googlenet")
+
+# Exit code of a worker that stopped because another one was lost (EX_TEMPFAIL: try again).
+WORKER_LOST = 75
 
 
 def make_strategy(runtime) -> tf.distribute.Strategy:
@@ -83,6 +91,61 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several worker processes."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return False
+    spec = resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+
+
+def worker_sum(strategy: tf.distribute.Strategy, values) -> list[float]:
+    """The sums of `values` over all workers, each worker counted once (not per replica).
+
+    An all-reduce: every worker must call it at the same point of its program, or the others
+    wait for it (until the cluster reports it lost, see `stop_on_lost_worker`).
+    """
+    local = len(strategy.extended.worker_devices)
+    own = tf.constant(list(values), tf.float64)
+
+    def contribution(ctx):  # one replica per worker brings the values, the others zeros
+        return own if ctx.replica_id_in_sync_group % local == 0 else tf.zeros_like(own)
+
+    per_replica = strategy.experimental_distribute_values_from_function(contribution)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return [float(v) for v in total.numpy()]
+
+
+@contextlib.contextmanager
+def stop_on_lost_worker(strategy: tf.distribute.Strategy):
+    """Turns the error a multi-worker task gets when another task dies into one line.
+
+    A killed or crashed worker stops sending heartbeats to TensorFlow's coordination service
+    (on worker 0, which MultiWorkerMirroredStrategy starts); after its heartbeat timeout (10 s
+    by default) the service aborts the collective ops of every other task, which then raise
+    UnavailableError (or AbortedError / DeadlineExceededError), instead of waiting forever.
+    Here that error becomes `UserError` with exit code `WORKER_LOST` and what to do.
+    """
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+    try:
+        yield
+    except lost as e:
+        if not is_multi_worker(strategy):
+            raise
+        tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", e.message)))
+        mine = f"/job:{strategy.cluster_resolver.task_type}/replica:0/task:"
+        mine += str(strategy.cluster_resolver.task_id)
+        others = [t for t in tasks if t != mine] or ["another worker"]
+        message = (
+            f"lost contact with {', '.join(others)} ({type(e).__name__}); this worker "
+            f"({task_name(strategy)}) stopped too: start every worker again with the same "
+            "command to resume from the last backup"
+        )
+        log.error("%s", message)
+        raise UserError(message, exit_code=WORKER_LOST) from None
 
 
 def task_name(strategy: tf.distribute.Strategy) -> str:

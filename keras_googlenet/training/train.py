@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -26,23 +27,40 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import class_weights, early_stopping, finetune, history, tensorboard
+from keras_googlenet.training import (
+    class_weights,
+    early_stopping,
+    finetune,
+    history,
+    resume,
+    tensorboard,
+)
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
-from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, run_state, write_dataset_facts
+from keras_googlenet.training.run_dir import (
+    RunDir,
+    resolve_run_dir,
+    restart_number,
+    run_state,
+    write_dataset_facts,
+)
 from keras_googlenet.training.strategy import (
     describe,
     is_chief,
+    is_multi_worker,
     make_strategy,
     patch_keras_for_multi_worker,
+    stop_on_lost_worker,
     task_name,
+    worker_sum,
 )
 
 log = logging.getLogger("keras_googlenet")
 
 
 def _datasets(cfg: Config, strategy, datasets):
-    """(train data, val data, info, a function giving one local training batch) for `fit`.
+    """(train data, val data, info, a function giving one local training batch, validation
+    steps or None) for `fit`.
 
     With `training.class_weight` the training batches carry per-image weights; with MixUp or
     CutMix the validation labels are one-hot, like the training ones.
@@ -53,8 +71,8 @@ def _datasets(cfg: Config, strategy, datasets):
     if datasets is not None:
         train_ds, val_ds, info = datasets
         weights = class_weights.for_run(cfg, info, table)
-        sample = lambda: next(iter(train_ds.take(1)))  # noqa: E731
-        return class_weights.with_class_weights(train_ds, weights), val_ds, info, sample
+        sample_fn = lambda: next(iter(train_ds.take(1)))  # noqa: E731
+        return class_weights.with_class_weights(train_ds, weights), val_ds, info, sample_fn, None
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
@@ -72,7 +90,12 @@ def _datasets(cfg: Config, strategy, datasets):
 
     train_data = data.distribute_for_fit(strategy, train_dataset)
     val_data = data.distribute_for_fit(strategy, val_dataset)
-    return train_data, val_data, info, (lambda: next(iter(data.make_train_dataset(cfg, info))))
+    # Keras must be told the validation steps: see `val_layout`.
+    replicas = strategy.num_replicas_in_sync
+    per_replica = data.global_batch_size(cfg, replicas) // replicas
+    val_steps = data.val_layout(info.val_size, replicas, per_replica).steps
+    sample_fn = lambda: next(iter(data.make_train_dataset(cfg, info)))  # noqa: E731
+    return train_data, val_data, info, sample_fn, val_steps
 
 
 def _grid_images(sample_fn):
@@ -103,38 +126,57 @@ def train(
         "precision", "strategy", "global_batch_size"}`.
 
     Raises:
-        UserError: bad data, a folder started with another config, a loss that became NaN.
+        UserError: bad data, a folder started with another config or damaged beyond repair
+            (`resume.resume_point`), a loss that became NaN; `preemption.Preempted` after
+            SIGTERM/SIGINT (exit 143/130); a lost worker of a multi-worker run (exit 75,
+            `strategy.stop_on_lost_worker`).
     """
     if datasets is None:
         require(cfg, "data.input_dir")
+    # Model keys left null: the imported file's values, or the paper's.
+    cfg = finetune.adopt_convention(cfg)
     # The strategy first: a multi-worker strategy must be set up before other TensorFlow work.
     strategy = make_strategy(cfg.runtime)
     chief = is_chief(strategy)
-    run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
+    with stop_on_lost_worker(strategy):
+        run, own, cfg, state = _open_run_folder(cfg, run_dir, restart, strategy, chief)
     if state == "done":
         return _already_done(run, cfg)
-    with run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level):
-        initial_epoch = _resume_point(own, run, cfg)
+    with (
+        run_logging(own.logfile(cfg.logging.logfile), cfg.logging.level),
+        stop_on_lost_worker(strategy),
+    ):
+        point = _resume_point(own, run, cfg, chief)
+        initial_epoch = point.epoch
         global_batch, policy = _setup_numbers(cfg, strategy)
         with precision_policy(policy):
-            train_data, val_data, info, sample_fn = _datasets(cfg, strategy, datasets)
+            train_data, val_data, info, sample_fn, val_steps = _datasets(cfg, strategy, datasets)
             if chief:
                 write_dataset_facts(run, info)
-            model = _build_compiled_model(cfg, info, strategy, sample_fn, resumed=initial_epoch > 0)
+            model = _build_compiled_model(cfg, info, strategy, sample_fn, initial_epoch)
+            if point.from_last:  # a damaged backup: the one fit restores is rebuilt first
+                resume.rebuild_backup_from_last(model, run, own, initial_epoch)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
                 _write_tensorboard_extras(model, run, sample_fn, cfg)
-            callbacks = cb.run_callbacks(
-                cfg,
-                run,
-                own,
-                chief=chief,
-                initial_epoch=initial_epoch,
-                best=best,
-                global_batch=global_batch,
-            )
-            _fit(model, cfg, train_data, val_data, callbacks, initial_epoch)
-        finished = early_stopping.epochs_done(callbacks, cfg.training.epochs, initial_epoch)
+            stop_together = partial(worker_sum, strategy) if is_multi_worker(strategy) else None
+            phases = _phases_to_train(model, cfg, run, strategy, chief, initial_epoch, best)
+            finished = cfg.training.epochs
+            for start, end, best_so_far in phases:
+                callbacks = cb.run_callbacks(
+                    cfg,
+                    run,
+                    own,
+                    chief=chief,
+                    initial_epoch=start,
+                    best=best_so_far,
+                    global_batch=global_batch,
+                    stop_together=stop_together,
+                )
+                _fit(model, cfg, train_data, (val_data, val_steps), callbacks, start, end)
+                finished = early_stopping.epochs_done(callbacks, end, start)
+                if finished < end:  # early stopping ended the run, whatever phase is left
+                    break
         rows = _finish(run, own, cfg, chief, stopped_early=finished < cfg.training.epochs)
     return {
         "run_dir": str(run.root),
@@ -157,7 +199,12 @@ def _open_run_folder(cfg: Config, run_dir, restart: bool, strategy, chief: bool)
     The chief checks the folder against the config and saves the config in a new run; other
     workers (multi-worker only) keep their backup and log apart, under `workers/`.
     """
-    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart and chief))
+    number = None
+    if restart and is_multi_worker(strategy):
+        # The chief picks the new folder; the others learn its number (an all-reduce of it).
+        mine = restart_number(resolve_run_dir(cfg, run_dir)) if chief else 0
+        number = round(worker_sum(strategy, [mine])[0])
+    run = RunDir(resolve_run_dir(cfg, run_dir, restart=restart, number=number))
     cfg = apply_overrides(cfg, {"paths.run_dir": str(run.root)})
     state = run_state(run, cfg) if chief else ("done" if run.done.exists() else "resume")
     if state == "done":
@@ -185,15 +232,18 @@ def _already_done(run: RunDir, cfg: Config) -> dict:
     }
 
 
-def _resume_point(own: RunDir, run: RunDir, cfg: Config) -> int:
-    """The epoch to start from: the backup's, else 0."""
-    backup = cb.read_backup_state(own.backup)
-    initial_epoch = backup["epoch"] if backup else 0
-    state = (
-        f"resuming after epoch {initial_epoch} of {cfg.training.epochs}" if backup else "new run"
-    )
+def _resume_point(own: RunDir, run: RunDir, cfg: Config, chief: bool) -> resume.ResumePoint:
+    """Where to start: the backup's epoch, else after the epochs history.csv lists (from
+    last.keras), else 0; a damaged run folder is checked here (`resume.resume_point`)."""
+    point = resume.resume_point(run, own, chief)
+    saved = cb.read_backup_state(own.backup) or {}
+    if saved or point.from_last:
+        where = f" (step {saved['step']})" if saved else f" from {run.last}"
+        state = f"resuming after epoch {point.epoch} of {cfg.training.epochs}{where}"
+    else:
+        state = "new run"
     log.info("run folder %s: %s", run.root, state)
-    return initial_epoch
+    return point
 
 
 def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
@@ -216,9 +266,10 @@ def _setup_numbers(cfg: Config, strategy) -> tuple[int, str]:
     return global_batch, policy
 
 
-def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool) -> keras.Model:
+def _build_compiled_model(cfg: Config, info, strategy, sample_fn, initial_epoch: int):
     """The compiled training model, built in the strategy's scope with its optimizer state;
-    imported weights loaded (a new run) and layers frozen as the config says."""
+    imported weights loaded (a new run) and layers frozen as the phase of `initial_epoch`
+    says."""
     import tensorflow as tf
 
     log.info(
@@ -229,12 +280,15 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool)
     )
     with strategy.scope():
         model = build_model(cfg, info)
-        if cfg.training.init_weights and not resumed:  # a resume restores its own
+        if cfg.training.init_weights and not initial_epoch:  # a resume restores its own
             finetune.load_init_weights(model, cfg)
-        finetune.freeze(model, cfg.training.freeze_until)  # again on resume, before
-        model = compile_model(model, cfg)  # compile fixes the trainable variables
-        # Built now, in the scope, so the backup can restore the optimizer's state.
+        # The optimizer is built now, in the scope, so the backup can restore its state, over
+        # every variable the last phase trains, so it keeps one layout across phases.
+        finetune.freeze(model, finetune.phases(cfg)[-1].freeze_until)
+        model = compile_model(model, cfg)
         model.optimizer.build(model.trainable_variables)
+        if len(finetune.phases(cfg)) > 1:  # freeze for the phase of initial_epoch, recompile
+            finetune.enter_phase(model, cfg, finetune.phase_at(cfg, initial_epoch))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         patch_keras_for_multi_worker(model, sample_fn())
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
@@ -248,6 +302,7 @@ def _build_compiled_model(cfg: Config, info, strategy, sample_fn, resumed: bool)
 def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     """Removes what an epoch cut short wrote (history rows, TensorBoard summaries), so a resumed
     run has no repeated steps; returns the best validation top-1 so far."""
+    resume.drop_damaged_best(run)
     dropped = history.truncate_history(run.history, initial_epoch)
     purged = tensorboard.purge_events(run.tensorboard, initial_epoch)
     if dropped or (purged and initial_epoch):
@@ -261,18 +316,37 @@ def _drop_interrupted_epoch(run: RunDir, initial_epoch: int) -> float | None:
     return history.best_so_far(history.read_history(run.history))
 
 
-def _fit(model, cfg: Config, train_data, val_data, callbacks, initial_epoch: int) -> None:
-    if initial_epoch >= cfg.training.epochs:
+def _phases_to_train(model, cfg: Config, run: RunDir, strategy, chief, initial_epoch, best):
+    """Yields (first epoch, end epoch, best top-1 so far) of each fine-tuning phase still to
+    train (one `fit` each), switching `model` to the phase before yielding it: a later phase
+    starts as a run resumed at its first epoch would. One phase without training.finetune."""
+    first = finetune.phase_at(cfg, initial_epoch)
+    for phase in finetune.phases(cfg)[first.number - 1 :]:
+        if phase != first:
+            with strategy.scope():
+                finetune.enter_phase(model, cfg, phase)
+            if chief:
+                best = history.best_so_far(history.read_history(run.history))
+        yield max(initial_epoch, phase.start), phase.end, best
+
+
+def _fit(
+    model, cfg: Config, train_data, validation, callbacks, initial_epoch: int, epochs: int
+) -> None:
+    """`model.fit` from `initial_epoch` to `epochs`; `validation`: (dataset, steps or None)."""
+    if initial_epoch >= epochs:
         return
+    val_data, val_steps = validation
     # The validation set is one finite pass of unknown length (bad files are skipped); Keras
     # warns each time it ends. So is the training set without data.steps_per_epoch.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     model.fit(
         train_data,
-        epochs=cfg.training.epochs,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=cfg.data.steps_per_epoch,
         validation_data=val_data,
-        validation_steps=cfg.data.validation_steps,
+        validation_steps=cfg.data.validation_steps or val_steps,
         callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 0,
