@@ -85,3 +85,18 @@ def test_ema_weights_in_checkpoints_raw_weights_in_backup(tmp_path):
     got += [v.numpy() for v in fresh.optimizer._model_variables_moving_average]
     for a, b in zip(got, state, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_raw_weights_stay_in_the_model_after_fit():
+    """Keras copies the averages into the model when `fit` ends; EmaWeightsOut puts the raw
+    weights back, so a next `fit` (a second fine-tuning phase) continues from them."""
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype("float32")
+    y = np.zeros((6, 2), "float32")
+    model = _model()
+    swap_in, after = EmaWeightsIn(), _Probe()
+    callbacks = [swap_in, EmaWeightsOut(swap_in), after]
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=callbacks)
+    raw, averages = after.seen[-1]
+    assert any(not np.array_equal(a, r) for a, r in zip(averages, raw, strict=True))
+    for a, b in zip(model.trainable_variables, raw, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b)

@@ -35,13 +35,25 @@ class EmaWeightsIn(keras.callbacks.SwapEMAWeights):
 
 
 class EmaWeightsOut(keras.callbacks.Callback):
-    """Swaps the raw weights back at the epoch's end (place it just before the backup)."""
+    """Swaps the raw weights back at the epoch's end (place it just before the backup).
+
+    At the end of `fit` Keras copies the averages into the model's weights; they are put back
+    to the raw ones, so that a next `fit` on the same model (the second fine-tuning phase)
+    starts where a run resumed from the backup would. The checkpoints already hold the averages.
+    """
 
     def __init__(self, swap_in: EmaWeightsIn):
         super().__init__()
         self.swap_in = swap_in
+        self._raw = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.swap_in._ema_weights_in_model:
             self.swap_in._swap_variables()
             self.swap_in._ema_weights_in_model = False
+        self._raw = [v.numpy() for v in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        if self._raw is not None:
+            for variable, value in zip(self.model.trainable_variables, self._raw, strict=True):
+                variable.assign(value)
