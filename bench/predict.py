@@ -11,6 +11,10 @@ it with `keras_googlenet.serving.export.export_model` to bench/.cache/, reloads 
     serve_bytes   the same photo as JPEG bytes (decode in the graph)
     predict CLI   predict_files() on the JPEG file (Pillow decode + serve_images)
 
+Then, per deployment format (`--formats savedmodel onnx litert`), batch-1 latency on the same
+cropped float32 224x224 pixels (the SavedModel's `serve` endpoint, onnxruntime, the LiteRT
+interpreter), the file's size and the largest difference from the SavedModel's probabilities.
+
 Prints the median and 90th percentile in milliseconds, images/s from the median, the export's
 size on disk and the peak resident memory of this process.
 """
@@ -50,6 +54,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
+    parser.add_argument(
+        "--formats", nargs="*", default=["savedmodel", "onnx", "litert"], help="formats to compare"
+    )
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -106,9 +113,48 @@ def main() -> None:
         median = statistics.median(times)
         p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
         print(f"{name:<28} {median * 1e3:>10.1f} {p90 * 1e3:>8.1f} {1 / median:>9.1f}")
+    compare_formats(args, inference_model(model), names, loaded, cache)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"peak memory (RSS): {peak:.0f} MiB; load average (1, 5, 15 min): {load}")
+
+
+def compare_formats(args, model, names, loaded, cache: Path) -> None:
+    """Latency, size and largest difference from the SavedModel of each deployment format."""
+    import tensorflow as tf
+
+    from keras_googlenet.serving import formats
+    from keras_googlenet.serving.export import export_model, folder_size
+    from keras_googlenet.serving.graph import ServingSpec
+
+    pixels = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    reference = loaded.serve(tf.constant(pixels))["probabilities"].numpy()
+    print(
+        f"\n{'format (batch 1, 224 px)':<28} {'median ms':>10} {'p90 ms':>8} {'MiB':>7} "
+        f"{'max diff':>9}"
+    )
+    for fmt in args.formats:
+        if fmt == "savedmodel":
+            size = folder_size(cache / "e") - (cache / "e" / "model.keras").stat().st_size
+
+            def call():
+                return loaded.serve(tf.constant(pixels))["probabilities"].numpy()
+        else:
+            out = export_model(model, ServingSpec(224, 256, True, names), cache / fmt, fmt=fmt)
+            path = out / formats.FILE_NAMES[fmt]
+            size = path.stat().st_size
+            run = formats.load(path, fmt)
+
+            def call(run=run):
+                return run(pixels)
+
+        diff = float(np.max(np.abs(call() - reference)))
+        times = sorted(timed(call, args.runs, args.warmup))
+        median = statistics.median(times)
+        p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+        print(
+            f"{fmt:<28} {median * 1e3:>10.1f} {p90 * 1e3:>8.1f} {size / 2**20:>7.1f} {diff:>9.2g}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 
 from keras_googlenet.errors import UserError, run_cli
+from keras_googlenet.serving.formats import FORMATS
 
 PROG = "keras-googlenet"
 CHECKPOINT_HELP = "best (default; else last, else the newest epoch_NNN), last, or a .keras file"
@@ -41,7 +42,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "keras_googlenet.evaluation.evaluate",
         "top-1/top-5, per-class accuracy and a confusion matrix of a run's checkpoint",
     ),
-    "export": ("keras_googlenet.serving.export", "write a SavedModel that needs only TensorFlow"),
+    "export": (
+        "keras_googlenet.serving.export",
+        "write a SavedModel that needs only TensorFlow, or an ONNX or LiteRT file",
+    ),
     "predict": ("keras_googlenet.serving.predict", "top-k classes of image files"),
     "quickcheck": ("keras_googlenet.quickcheck", "CIFAR-10 check of the training recipe"),
     "demo": ("keras_googlenet.demo", "the whole chain offline on a generated dataset"),
@@ -159,7 +163,14 @@ def _job_parsers(sub) -> None:
         help="write DIR/N/, the versioned layout TensorFlow Serving loads",
     )
     _add_checkpoint(p)
-    p.add_argument("--top-k", type=_top_k, default=5, help="classes in the top-k outputs")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="savedmodel",
+        help="savedmodel (default: preprocessing in the graph), onnx (model.onnx, onnxruntime) or "
+        "litert (model.tflite); the last two take cropped 0-255 pixels, see export.json",
+    )
+    p.add_argument("--top-k", type=_top_k, default=5, help="classes in the SavedModel's top-k")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
 
     p = job("predict")

@@ -120,6 +120,12 @@ def test_dotted_overrides_are_typed():
         ("model:\n  padding: valid\n", [], "'model.padding' must be one of"),
         ("training:\n  freeze_until: inception_4x\n", [], "did you mean 'inception_4e'?"),
         ("training:\n  init_weights: w.pth\n", [], "must be a .weights.h5 file of import"),
+        ("", ["optimizer.ema_momentum=1.0"], "'optimizer.ema_momentum' must be between 0 and 1"),
+        ("", ["optimizer.ema_momentum=0"], "'optimizer.ema_momentum' must be between 0 and 1"),
+        ("", ["training.class_weight={a: -1}"], "'training.class_weight.a' must be a non-negative"),
+        ("", ["training.early_stopping.patience=0"], "'training.early_stopping.patience'"),
+        ("", ["training.early_stopping.monitor=val_top1"], "did you mean 'val_main_top1'?"),
+        ("", ["logging.profile_batches=[5, 2]"], "'logging.profile_batches' must be [first, last]"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, overrides, message):
@@ -196,3 +202,13 @@ def test_builtin_recipe_by_name(tmp_path, monkeypatch):
         load_config("caltech")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "sub" / "missing.yaml")
+
+
+def test_modern_recipe_combines_the_keras_tools():
+    path = REPO / "configs/caltech256_modern.yaml"
+    modern = load_config(path)
+    assert modern.optimizer.ema and 0 < modern.optimizer.ema_momentum < 1
+    assert [e["name"] for e in modern.data.batch_augment] == ["randaugment", "mixup"]
+    assert modern.training.label_smoothing > 0 and modern.schedule.warmup_epochs > 0
+    header = path.read_text().split("project_name")[0]
+    assert "55.17%" in header and "61.51%" in header and "NOT measured" in header

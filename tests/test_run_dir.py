@@ -36,7 +36,12 @@ from keras_googlenet.training.resume import (
     resume_point,
     weights_file_problem,
 )
-from keras_googlenet.training.run_dir import RunDir, resolve_run_dir, restart_number
+from keras_googlenet.training.run_dir import (
+    RunDir,
+    config_differences,
+    resolve_run_dir,
+    restart_number,
+)
 from keras_googlenet.training.tensorboard import purge_events
 
 EPOCHS, STEPS, PATIENCE, FACTOR = 3, 2, 2, 0.5
@@ -197,6 +202,124 @@ def test_truncate_history_and_purge_events(tmp_path):
     assert scalar_steps(tmp_path / "tb") == {"train/epoch_loss": [0, 1]}
     assert purge_events(tmp_path / "tb", 0) == 1  # from scratch: the files go
     assert scalar_steps(tmp_path / "tb") == {}
+
+
+def _imbalanced_dataset(root, keep_class2: int = 2):
+    """3 classes with 6, 6 and `keep_class2` training images (rows dropped from train.csv)."""
+    import csv
+
+    data = write_processed_dataset(root, num_classes=3, train_per_class=6, val_per_class=2, size=72)
+    with open(data / "train.csv") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r["class"] != "2"] + [r for r in rows if r["class"] == "2"][
+        :keep_class2
+    ]
+    with open(data / "train.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, ["image", "class"])
+        out.writeheader()
+        out.writerows(kept)
+    return data
+
+
+@pytest.mark.slow
+# The validation pass has no known length; Keras warns at its end (train() filters it too).
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_kill_resume_keeps_ema_and_early_stopping(tmp_path):
+    """One real run with EMA, early stopping, balanced class weights on an imbalanced dataset,
+    MixUp (soft labels on every head), the profiler and HParams: killed (-9) mid-epoch 2, then
+    resumed in this process."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from keras_googlenet.config import load_config
+    from keras_googlenet.training.checkpoints import load_checkpoint
+    from keras_googlenet.training.compile import compile_model
+    from keras_googlenet.training.train import train
+
+    data = _imbalanced_dataset(tmp_path / "data")
+    run = RunDir(tmp_path / "run")
+    extra = {
+        "training.epochs": 3,
+        "optimizer.ema": True,
+        "optimizer.ema_momentum": 0.5,
+        # Nothing improves by 1 (accuracies are <= 1): the first epoch sets `best`, then each
+        # epoch waits one more; patience 1 stops after epoch 2, if the wait count and `best`
+        # survive the crash (reset, epoch 2 would set `best` again and all 3 would run).
+        "training.early_stopping.patience": 1,
+        "training.early_stopping.min_delta": 1.0,
+        "training.class_weight": "balanced",
+        "data.batch_augment": "[{name: mixup, alpha: 0.4}]",
+        "training.label_smoothing": 0.1,
+        "logging.profile_batches": "[1, 1]",
+        "training.seed": 0,
+    }
+    overrides = tiny_overrides(data, **extra)
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
+    for value in overrides:
+        args += ["--set", value]
+    killed = run_train_cli(args, {KILL_ENV: "3"})  # step 3: the middle of epoch 2
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    state = read_backup_state(run.backup)
+    assert state["epoch"] == 1
+    assert json.loads((run.backup / "early_stopping.json").read_text())["1"]["wait"] == 0
+
+    # EMA: last.keras (epoch 1) holds the averages as its weights; the backup holds the raw
+    # weights and, as optimizer variables, the same averages.
+    cfg = load_config(REPO / "configs" / "smoke.yaml", overrides)
+    restored = load_checkpoint(run.last)
+    model = compile_model(keras.models.clone_model(restored), cfg)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(run.backup / state["weights"])
+    ema = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    raw = [v.numpy() for v in model.trainable_variables]
+    saved = [v.numpy() for v in restored.trainable_variables]
+    for a, s in zip(ema, saved, strict=True):
+        np.testing.assert_array_equal(a, s)
+    assert any(not np.array_equal(a, r) for a, r in zip(ema, raw, strict=True))
+
+    result = train(load_config(REPO / "configs" / "smoke.yaml", overrides), run.root)
+    assert result["initial_epoch"] == 1 and result["stopped_early"], result
+    assert result["epochs_run"] == 1
+    rows = read_history(run.history)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert "stopped early" in run.done.read_text()
+    # Soft labels (MixUp) on all three heads, one-hot validation labels: finite losses,
+    # accuracies in range.
+    for row in rows:
+        assert all(math.isfinite(row[k]) for k in ("loss", "val_loss", "aux_4a_loss"))
+        assert 0.0 <= row["val_main_top1"] <= 1.0 and 0.0 <= row["main_top1"] <= 1.0
+
+    # Balanced weights (n / (classes * count)) written and applied: 14 images, counts 6, 6, 2.
+    weights = (run.root / "class_weights.csv").read_text().splitlines()
+    assert [float(line.split(",")[2]) for line in weights[1:]] == pytest.approx(
+        [14 / 18, 14 / 18, 14 / 6]
+    )
+    # The profiler's trace, and the run's hyper-parameters on the HParams tab.
+    assert list(run.tensorboard.glob("train/plugins/profile/*/*.xplane.pb"))
+    hparams = {}
+    for path in run.tensorboard.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    content = plugin_data_pb2.HParamsPluginData.FromString(
+                        value.metadata.plugin_data.content
+                    )
+                    if content.HasField("session_start_info"):
+                        hparams = dict(content.session_start_info.hparams)
+    assert hparams["optimizer.ema"].bool_value is True
+    assert hparams["training.epochs"].number_value == 3
+
+
+def test_keys_added_to_the_schema_later_do_not_block_a_resume():
+    from keras_googlenet.config import Config
+
+    current = Config().to_dict()
+    saved = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
+    del saved["optimizer"]["ema"]  # a run started before optimizer.ema existed
+    saved["training"] = {k: v for k, v in saved["training"].items() if k != "early_stopping"}
+    assert config_differences(saved, current) == []
+    saved["optimizer"]["lr"] = 0.5
+    assert config_differences(saved, current) == ["optimizer.lr"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Distribution: MirroredStrategy over two logical CPUs matches one device, also with mixed
-precision; MultiWorkerMirroredStrategy with two local worker processes finishes a run.
+precision, and synchronized batch norm sees the global batch; MultiWorkerMirroredStrategy with
+two local worker processes finishes a run.
 
 Each runs in a fresh process: logical devices and a multi-worker cluster must be set up before
 TensorFlow initializes.
@@ -88,6 +89,32 @@ MIRRORED_SCRIPT = textwrap.dedent(
     out["max_weight_diff"] = max(diffs)
     out["replicas"] = mirrored_strategy.num_replicas_in_sync
 
+    # runtime.sync_batch_norm: batch-norm statistics of one conv block on one device and over
+    # the two replicas, synchronized or not. The two halves of the global batch differ, so
+    # per-replica statistics would differ from the whole batch's.
+    from keras_googlenet.model.googlenet import conv_bn_relu
+
+    def bn_model(sync):
+        inputs = keras.Input((8, 8, 3))
+        x = conv_bn_relu(inputs, 4, 3, name="c", initializer="ones", sync_batch_norm=sync)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        m = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer="ones")(x))
+        m.compile(keras.optimizers.SGD(0.0), "mse")  # lr 0: only the BN statistics move
+        return m
+
+    halves = np.concatenate([rng.normal(0, 1, (4, 8, 8, 3)), rng.normal(3, 2, (4, 8, 8, 3))])
+    bn_data = tf.data.Dataset.from_tensors((halves.astype("float32"), np.zeros((8, 2), "float32")))
+    single_bn = bn_model(False)
+    single_bn.fit(bn_data, epochs=1, verbose=0)
+    reference = single_bn.get_layer("c_bn").moving_variance.numpy()
+    for sync in (True, False):
+        with mirrored_strategy.scope():  # the same strategy: see the "train" part's note
+            m = bn_model(sync)
+        m.fit(bn_data, epochs=1, verbose=0)
+        got = m.get_layer("c_bn").moving_variance.numpy()
+        out[f"sync_bn_{sync}"] = float(np.max(np.abs(got - reference)))
+        out[f"sync_bn_{sync}_config"] = m.get_layer("c_bn").get_config()["synchronized"]
+
     print("RESULT " + json.dumps(out))
     """
 )
@@ -129,6 +156,11 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     assert mirrored["after"] == pytest.approx(single["after"], abs=1e-5)
     assert mirrored["main"] == pytest.approx(single["main"], abs=1e-5)
     assert out["max_weight_diff"] < 1e-4
+    # runtime.sync_batch_norm: synchronized, the two replicas' statistics are the whole
+    # batch's, as on one device; not synchronized, each replica normalizes its own half (the
+    # difference the option fixes).
+    assert out["sync_bn_True"] < 1e-5 and out["sync_bn_True_config"] is True
+    assert out["sync_bn_False"] > 1e-3 and out["sync_bn_False_config"] is False
 
     trained = run("train")
     assert trained["strategy"] == "MirroredStrategy"

@@ -273,3 +273,19 @@ def test_weight_decay_skips_batch_norm_and_biases():
     assert decayed == ["kernel", "kernel"]  # conv and dense kernels; not gamma, beta, bias
     assert opt.nesterov and opt.momentum == pytest.approx(0.9)
     assert isinstance(make_optimizer(OptimizerConfig(name="adam", lr=1e-3)), keras.optimizers.Adam)
+
+
+def test_sync_batch_norm_reaches_every_batch_norm(shared_processed_dataset):
+    from keras_googlenet.training.compile import build_model
+
+    class Info:
+        class_names = ("a", "b", "c")
+        mean_rgb = (120.0, 110.0, 100.0)
+
+    cfg = tiny_config(shared_processed_dataset, **{"runtime.sync_batch_norm": True})
+    norms = [
+        layer
+        for layer in build_model(cfg, Info()).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert norms and all(layer.synchronized for layer in norms)

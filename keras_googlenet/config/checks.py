@@ -6,7 +6,7 @@ import difflib
 
 from keras_googlenet.config.schema import Config
 from keras_googlenet.errors import ConfigError
-from keras_googlenet.model.table import FREEZE_POINTS, OUTPUT_NAMES, min_input_size
+from keras_googlenet.model.table import FREEZE_POINTS, METRIC_NAMES, OUTPUT_NAMES, min_input_size
 
 
 def validate(config: Config, source: str) -> Config:
@@ -55,12 +55,17 @@ def validate(config: Config, source: str) -> Config:
     from keras_googlenet.data.augment import check_data_config
 
     check_data_config(d, source)  # unknown transforms or parameters, named by list index
+    from keras_googlenet.data.batch_augment import check_batch_augment
+
+    check_batch_augment(d.batch_augment, source)
     if o.lr <= 0:
         bad("optimizer.lr", f"must be positive, got {o.lr}")
     if o.weight_decay < 0:
         bad("optimizer.weight_decay", f"must not be negative, got {o.weight_decay}")
     if not 0 <= o.momentum < 1:
         bad("optimizer.momentum", f"must be in [0, 1), got {o.momentum}")
+    if not 0 < o.ema_momentum < 1:
+        bad("optimizer.ema_momentum", f"must be between 0 and 1 (exclusive), got {o.ema_momentum}")
     if not 0 < s.factor < 1:
         bad("schedule.factor", f"must be between 0 and 1, got {s.factor}")
     for key in ("warmup_epochs", "patience"):
@@ -110,4 +115,35 @@ def validate(config: Config, source: str) -> Config:
             bad(f"training.loss_weights.{head}", f"is not an output of the model{hint}")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             bad(f"training.loss_weights.{head}", f"must be a non-negative number, got {weight!r}")
+    _check_training_control(t, config.logging, bad)
     return config
+
+
+def _check_training_control(t, logging, bad) -> None:
+    """class_weight, early_stopping and the profiler's batch range."""
+    cw = t.class_weight
+    if isinstance(cw, str) and not cw.strip():
+        bad("training.class_weight", "must be 'balanced', a mapping or a file, got ''")
+    if isinstance(cw, dict):
+        for key, weight in cw.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                bad(
+                    f"training.class_weight.{key}", f"must be a non-negative number, got {weight!r}"
+                )
+    e = t.early_stopping
+    if e.patience is not None and e.patience < 1:
+        bad("training.early_stopping.patience", f"must be at least 1 or null, got {e.patience}")
+    if e.monitor not in METRIC_NAMES:
+        close = difflib.get_close_matches(e.monitor, METRIC_NAMES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        bad("training.early_stopping.monitor", f"is not a logged metric{hint}")
+    if e.min_delta < 0:
+        bad("training.early_stopping.min_delta", f"must not be negative, got {e.min_delta}")
+    pb = logging.profile_batches
+    if pb is not None:
+        ok = len(pb) == 2 and all(isinstance(b, int) and not isinstance(b, bool) for b in pb)
+        if not ok or not 1 <= pb[0] <= pb[1]:
+            bad(
+                "logging.profile_batches",
+                f"must be [first, last] with 1 <= first <= last, got {pb}",
+            )

@@ -86,6 +86,9 @@ class DataConfig:
     val_augment: list = field(default_factory=lambda: [{"name": "center_crop", "size": 224}])
     # albumentations transforms, e.g. [{HorizontalFlip: {p: 0.5}}], run after train_augment.
     albumentations: list = field(default_factory=list)
+    # Per training batch, Keras layers: [{name: randaugment, num_ops: 2, magnitude: 0.5},
+    # {name: mixup, alpha: 0.2}, {name: cutmix, alpha: 1.0}]; see data/batch_augment.py.
+    batch_augment: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class OptimizerConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     clipnorm: float | None = None
+    # Keras's use_ema: an exponential moving average of the weights, which validation,
+    # checkpoints, evaluation and export use; ema_momentum in (0, 1), nearer 1 = slower.
+    ema: bool = False
+    ema_momentum: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,15 @@ class ScheduleConfig:
     # step: lr * decay_rate ** floor((1 + epoch) / decay_every) (the CIFAR-10 seed's rule)
     decay_rate: float = 0.96
     decay_every: int = 8
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when a logged metric (history.csv column) has not improved for `patience` epochs."""
+
+    patience: int | None = None  # None: never stop early
+    monitor: str = "val_main_top1"  # a loss is minimized, anything else maximized
+    min_delta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,10 @@ class TrainingConfig:
     # frozen batch norm runs in inference mode. None: train everything.
     freeze_until: str | None = None
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # Per-class loss weights on every head: "balanced" (n / (classes * count), from train.csv),
+    # {class name or id: weight} (others 1), or a YAML/JSON mapping or CSV (class,weight) file.
+    class_weight: str | dict | None = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,9 @@ class RuntimeConfig:
     # Training steps per call into TensorFlow: saves per-step overhead where steps take
     # milliseconds (GPUs, small images); batch-level callbacks then run every N steps.
     steps_per_execution: int = 1
+    # Batch-norm statistics over the global batch (all replicas), not each replica's share:
+    # for small per-replica batches under mirrored / multi_worker.
+    sync_batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +190,9 @@ class LoggingConfig:
 
     logfile: str = "output.log"  # LOGFILE, inside the run folder unless absolute
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # LOGLEVEL
+    # [first, last] training steps (1-based, of each fit) to trace with TensorBoard's profiler.
+    profile_batches: list | None = None
+    hparams: bool = True  # the config's hyper-parameters and final metrics on the HParams tab
 
 
 @dataclass(frozen=True)

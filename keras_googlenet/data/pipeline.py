@@ -172,7 +172,8 @@ def _check_albumentations_output(cfg, info, augment, albumentations) -> None:
 
 
 def _labels(images, labels, heads):
-    labels = tf.cast(labels, tf.int32)
+    if not labels.dtype.is_floating:  # soft labels (data.batch_augment) stay float rows
+        labels = tf.cast(labels, tf.int32)
     return images, {h: labels for h in heads}
 
 
@@ -290,6 +291,11 @@ def make_train_dataset(
         # Files that looked fine to `probe_image` but fail to decode: dropped, one warning each.
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    if d.batch_augment:
+        from keras_googlenet.data.batch_augment import make_batch_augment
+
+        mix = make_batch_augment(d.batch_augment, len(info.class_names), d.seed + pipeline_id)
+        ds = ds.map(mix)  # sequential: the layers' seed generators advance in a fixed order
     ds = ds.map(lambda x, y: _labels(x, y, _heads(cfg)))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(

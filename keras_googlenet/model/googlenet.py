@@ -25,12 +25,22 @@ from keras_googlenet.model.table import (
 
 
 def conv_bn_relu(
-    x, filters, kernel, strides=1, *, name, batch_norm=True, initializer, symmetric_pad=0
+    x,
+    filters,
+    kernel,
+    strides=1,
+    *,
+    name,
+    batch_norm=True,
+    initializer,
+    symmetric_pad=0,
+    sync_batch_norm=False,
 ):
     """Conv -> batch norm -> ReLU, 'same' padding, or `symmetric_pad` zeros on every side.
 
     The paper has no batch norm (it predates it) and uses LRN after the stem convs; like every
     reference implementation we use batch norm instead. The conv then needs no bias.
+    `sync_batch_norm`: statistics over all replicas' batches (Keras's `synchronized=True`).
     """
     if symmetric_pad:
         # PyTorch pads both sides equally; Keras "same" pads (2, 3) for a 7x7/2 conv on an even
@@ -46,8 +56,10 @@ def conv_bn_relu(
         name=name,
     )(x)
     if batch_norm:
-        bn = keras.layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")
-        x = fuse_training_pass(bn)(x)
+        bn = keras.layers.BatchNormalization(
+            epsilon=1e-3, synchronized=sync_batch_norm, name=f"{name}_bn"
+        )
+        x = fuse_training_pass(bn)(x)  # synchronized: Keras's own pass (see batch_norm.py)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -69,9 +81,11 @@ def max_pool(x, name, strides=2, size=3, ceil_mode=False):
     return keras.layers.MaxPooling2D(size, strides=strides, padding="same", name=name)(x)
 
 
-def inception_block(x, spec: InceptionSpec, *, name, batch_norm=True, initializer):
+def inception_block(
+    x, spec: InceptionSpec, *, name, batch_norm=True, initializer, sync_batch_norm=False
+):
     """The four parallel branches of an Inception module, concatenated on channels."""
-    conv = dict(batch_norm=batch_norm, initializer=initializer)
+    conv = dict(batch_norm=batch_norm, initializer=initializer, sync_batch_norm=sync_batch_norm)
     branch1 = conv_bn_relu(x, spec.ch1x1, 1, name=f"{name}_1x1", **conv)
 
     branch2 = conv_bn_relu(x, spec.ch3x3_reduce, 1, name=f"{name}_3x3_reduce", **conv)
@@ -90,10 +104,13 @@ def inception_block(x, spec: InceptionSpec, *, name, batch_norm=True, initialize
     )
 
 
-def aux_head(x, num_classes, *, name, dropout=0.7, batch_norm=True, initializer):
+def aux_head(
+    x, num_classes, *, name, dropout=0.7, batch_norm=True, initializer, sync_batch_norm=False
+):
     """Auxiliary classifier (paper section 5): 14x14 -> 4x4 -> 2048 -> 1024 -> classes."""
     x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{name}_pool")(x)
-    x = conv_bn_relu(x, 128, 1, name=f"{name}_conv", batch_norm=batch_norm, initializer=initializer)
+    conv = dict(batch_norm=batch_norm, initializer=initializer, sync_batch_norm=sync_batch_norm)
+    x = conv_bn_relu(x, 128, 1, name=f"{name}_conv", **conv)
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
     x = keras.layers.Dense(
         1024, activation="relu", kernel_initializer=initializer, name=f"{name}_fc"
@@ -119,6 +136,7 @@ def build_googlenet(
     std_rgb: float | Sequence[float] = 1.0,
     padding: str = "same",
     pool4_size: int = 3,
+    sync_batch_norm: bool = False,
     name: str = "googlenet",
 ) -> keras.Model:
     """Builds GoogLeNet as in Table 1 of Szegedy et al. 2014 (arXiv:1409.4842).
@@ -137,6 +155,8 @@ def build_googlenet(
         padding: "same" (the paper, and TF-slim) or "torchvision": conv1 padded by 3 on every
             side and the stride-2 max pools in PyTorch's ceil mode, to reproduce torchvision.
         pool4_size: the max pool between 4e and 5a, 3 (Table 1) or 2 (torchvision, TF-slim).
+        sync_batch_norm: batch-norm statistics over the global batch under a distribution
+            strategy (`runtime.sync_batch_norm`); the same as plain batch norm on one replica.
         name: model name.
 
     Returns:
@@ -161,7 +181,7 @@ def build_googlenet(
     if padding not in ("same", "torchvision") or pool4_size not in (2, 3):
         raise ValueError(f"padding must be same or torchvision, got {padding!r}; pool4_size 2 or 3")
 
-    conv = dict(batch_norm=batch_norm, initializer=initializer)
+    conv = dict(batch_norm=batch_norm, initializer=initializer, sync_batch_norm=sync_batch_norm)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     if mean_rgb is not None:

@@ -10,6 +10,19 @@ from typing import NamedTuple
 
 OUTPUT_NAMES = ("main", "aux_4a", "aux_4d")
 AUX_AFTER = ("4a", "4d")
+# The epoch metrics `training.compile.compile_model` defines (history.csv columns); validation
+# adds the `val_` prefix.
+TRAIN_METRICS = (
+    "loss",
+    "main_loss",
+    "aux_4a_loss",
+    "aux_4d_loss",
+    "main_top1",
+    "main_top5",
+    "aux_4a_accuracy",
+    "aux_4d_accuracy",
+)
+METRIC_NAMES = TRAIN_METRICS + tuple(f"val_{name}" for name in TRAIN_METRICS)
 
 
 class InceptionSpec(NamedTuple):

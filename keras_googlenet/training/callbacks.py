@@ -8,6 +8,9 @@ that a backup never claims an epoch whose history, TensorBoard summaries and che
 yet on disk. A crash between those writes and the backup
 reruns that epoch; `history.truncate_history` and `tensorboard.purge_events` then drop what
 the lost run wrote.
+
+With `optimizer.ema`, `EmaWeightsIn` goes just before the checkpoints and `EmaWeightsOut` just
+before the backup (training/ema.py); `training.early_stopping` goes after the plateau.
 """
 
 from __future__ import annotations
@@ -279,7 +282,7 @@ def run_callbacks(
         stop_together: for `StopOnSignal` under several workers (see `preemption.py`).
     """
     s, t = cfg.schedule, cfg.training
-    from keras_googlenet.training import schedules, tensorboard
+    from keras_googlenet.training import early_stopping, ema, schedules, tensorboard
 
     callbacks = [
         schedules.lr_scheduler(
@@ -288,6 +291,9 @@ def run_callbacks(
         EpochStats(global_batch),
         keras.callbacks.TerminateOnNaN(),
     ]
+    ema_in = ema.EmaWeightsIn() if cfg.optimizer.ema else None
+    if ema_in:  # before the checkpoints: they save the EMA weights (see training/ema.py)
+        callbacks.append(ema_in)
     if chief:
         monitor = dict(monitor=schedules.MONITOR, mode="max")
         callbacks += [
@@ -306,7 +312,9 @@ def run_callbacks(
             ),
             keras.callbacks.CSVLogger(str(run.history), append=True),
             TestKill(run.history),  # does nothing unless the test hook asks
-            tensorboard.RunTensorBoard(run.tensorboard),
+            tensorboard.RunTensorBoard(
+                run.tensorboard, profile_batches=cfg.logging.profile_batches
+            ),
         ]
     callbacks.append(EpochLogLine(t.epochs))
     if s.name == "plateau":
@@ -320,6 +328,10 @@ def run_callbacks(
         if initial_epoch:
             plateau.restore(initial_epoch)
         callbacks.append(plateau)
+    if t.early_stopping.patience is not None:
+        callbacks.append(early_stopping.for_run(t.early_stopping, own.backup, initial_epoch))
+    if ema_in:  # the backup keeps the raw weights and the averages where training left them
+        callbacks.append(ema.EmaWeightsOut(ema_in))
     if os.environ.get(KILL_ENV):  # before the backup: a signal it sends is seen at that step
         step, _, signal_name = os.environ[KILL_ENV].partition(":")
         callbacks.append(KillAtStep(int(step), signal_name or "SIGKILL"))

@@ -52,14 +52,8 @@ def build_model(cfg: Config, info) -> keras.Model:
         )
     m = cfg.model
     # A null key (no imported file adopted into the config) means the paper's model.
-    padding, pool4_size, input_scaling = (
-        PAPER_CONVENTION[key] if getattr(m, key) is None else getattr(m, key)
-        for key in ("padding", "pool4_size", "input_scaling")
-    )
-    mean_rgb, std_rgb = info.mean_rgb, cfg.data.std_rgb
-    if input_scaling == "minus_one_one":  # what ImageNet weights were trained on
-        mean, std_rgb = MINUS_ONE_ONE
-        mean_rgb = (mean,) * 3
+    padding, pool4_size = (model_key(m, key) for key in ("padding", "pool4_size"))
+    mean_rgb, std_rgb = input_normalization(cfg, info.mean_rgb)
     return build_googlenet(
         num_classes,
         (m.input_size, m.input_size, 3),
@@ -72,12 +66,30 @@ def build_model(cfg: Config, info) -> keras.Model:
         std_rgb=std_rgb,
         padding=padding,
         pool4_size=pool4_size,
+        sync_batch_norm=cfg.runtime.sync_batch_norm,
     )
+
+
+def model_key(m, key: str):
+    """`model.<key>` (padding, pool4_size, input_scaling); null means the paper's model."""
+    value = getattr(m, key)
+    return PAPER_CONVENTION[key] if value is None else value
+
+
+def input_normalization(cfg: Config, dataset_mean_rgb) -> tuple[tuple, float]:
+    """(mean_rgb, std_rgb) that the model's first layer applies: `(x - mean_rgb) / std_rgb`."""
+    if model_key(cfg.model, "input_scaling") == "minus_one_one":  # what ImageNet weights expect
+        mean, std = MINUS_ONE_ONE
+        return (mean,) * 3, std
+    return tuple(dataset_mean_rgb), cfg.data.std_rgb
 
 
 def make_optimizer(o) -> keras.optimizers.Optimizer:
     """The optimizer of an `OptimizerConfig`, with a float learning rate (see schedules.py)."""
-    common = dict(learning_rate=o.lr, clipnorm=o.clipnorm)
+    # use_ema: the optimizer keeps the moving average (training/ema.py puts it to use).
+    common = dict(
+        learning_rate=o.lr, clipnorm=o.clipnorm, use_ema=o.ema, ema_momentum=o.ema_momentum
+    )
     decay = o.weight_decay or None
     if o.name == "sgd":
         # Keras applies weight decay decoupled from the gradient: w -= lr * weight_decay * w.
@@ -110,7 +122,9 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
     model gets Keras's LossScaleOptimizer from `compile`).
 
     Metrics: `top1`/`top5` on `main`, `accuracy` on each auxiliary head; Keras prefixes them
-    with the output name (`main_top1`, `aux_4a_accuracy`).
+    with the output name (`main_top1`, `aux_4a_accuracy`). With MixUp or CutMix in
+    `data.batch_augment` the labels are one-hot rows, mixed (`data/batch_augment.py`), so the
+    losses and metrics are the categorical ones.
 
     Args:
         model: the training model.
@@ -121,24 +135,32 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
     Returns:
         `model`, compiled.
     """
+    from keras_googlenet.data.batch_augment import soft_labels
+
     heads = [name for name in OUTPUT_NAMES if name in model.output_names]
     smoothing = cfg.training.label_smoothing
+    soft = soft_labels(cfg.data.batch_augment)
+    m = keras.metrics
 
     def loss():
+        if soft:
+            return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
         if smoothing:
             return SparseCategoricalCrossentropyWithSmoothing(smoothing)
         return keras.losses.SparseCategoricalCrossentropy()
 
     num_classes = model.get_layer("main").output.shape[-1]
+    accuracy = m.CategoricalAccuracy if soft else m.SparseCategoricalAccuracy
+    top_k = m.TopKCategoricalAccuracy if soft else m.SparseTopKCategoricalAccuracy
     metrics = {
         "main": [
-            keras.metrics.SparseCategoricalAccuracy(name="top1"),
+            accuracy(name="top1"),
             # With fewer than 5 classes top-5 is trivially 1; k is capped to stay valid.
-            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+            top_k(k=min(5, num_classes), name="top5"),
         ]
     }
     for head in heads[1:]:
-        metrics[head] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        metrics[head] = [accuracy(name="accuracy")]
     model.compile(
         optimizer=optimizer or make_optimizer(cfg.optimizer),
         loss={head: loss() for head in heads},

@@ -182,11 +182,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Dotted keys whose values differ between two config dicts (`paths.*` ignored)."""
     a, b = _flatten(saved), _flatten(current)
+    # A key added to the schema after the run started has its default in that run.
+    defaults = _flatten(Config().to_dict())
     keys = sorted(set(a) | set(b))
     return [
         k
         for k in keys
-        if not k.startswith("paths.") and a.get(k, "<absent>") != b.get(k, "<absent>")
+        if not k.startswith("paths.")
+        and a.get(k, defaults.get(k, "<absent>")) != b.get(k, defaults.get(k, "<absent>"))
     ]
 
 

@@ -17,15 +17,18 @@ class RunTensorBoard(keras.callbacks.TensorBoard):
     a restart (batch-level steps restart from 0 in each `fit` and would repeat). The summaries
     Keras writes at the end of each validation, keyed by optimizer steps, are left out for the
     same reason. The learning rate and images/s come from `EpochStats` through the logs.
+    `profile_batches` [first, last] traces those training steps with the profiler.
     """
 
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, profile_batches=None):
         super().__init__(
             log_dir=str(log_dir),
             update_freq="epoch",
             write_graph=False,  # does nothing in Keras 3; see write_model_graph
             write_steps_per_second=False,
-            profile_batch=0,
+            # logging.profile_batches: a trace of these training steps of each fit, in
+            # tensorboard/train/plugins/profile/ (TensorBoard's Profile tab).
+            profile_batch=tuple(profile_batches) if profile_batches else 0,
         )
 
     # `_pop_writer` and `_writers` are Keras internals (keras is capped below its next minor

@@ -27,7 +27,14 @@ from keras_googlenet.config import Config, apply_overrides, load_config, require
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
 from keras_googlenet.training import callbacks as cb
-from keras_googlenet.training import finetune, history, resume, tensorboard
+from keras_googlenet.training import (
+    class_weights,
+    early_stopping,
+    finetune,
+    history,
+    resume,
+    tensorboard,
+)
 from keras_googlenet.training.compile import build_model, compile_model
 from keras_googlenet.training.precision import precision_policy
 from keras_googlenet.training.run_dir import (
@@ -53,20 +60,36 @@ log = logging.getLogger("keras_googlenet")
 
 def _datasets(cfg: Config, strategy, datasets):
     """(train data, val data, info, a function giving one local training batch, validation
-    steps or None) for `fit`."""
+    steps or None) for `fit`.
+
+    With `training.class_weight` the training batches carry per-image weights; with MixUp or
+    CutMix the validation labels are one-hot, like the training ones.
+    """
+    from keras_googlenet.data.batch_augment import one_hot_labels, soft_labels
+
+    table = Path(cfg.paths.run_dir) / class_weights.TABLE if is_chief(strategy) else None
     if datasets is not None:
         train_ds, val_ds, info = datasets
-        return train_ds, val_ds, info, (lambda: next(iter(train_ds.take(1)))), None
+        weights = class_weights.for_run(cfg, info, table)
+        sample_fn = lambda: next(iter(train_ds.take(1)))  # noqa: E731
+        return class_weights.with_class_weights(train_ds, weights), val_ds, info, sample_fn, None
     from keras_googlenet.data import pipeline as data
     from keras_googlenet.data.dataset_info import read_dataset_info
 
     info = read_dataset_info(cfg)
-    train_data = data.distribute_for_fit(
-        strategy, lambda ctx: data.make_train_dataset(cfg, info, input_context=ctx)
-    )
-    val_data = data.distribute_for_fit(
-        strategy, lambda ctx: data.make_val_dataset(cfg, info, input_context=ctx)
-    )
+    weights = class_weights.for_run(cfg, info, table)
+
+    def train_dataset(ctx):
+        ds = data.make_train_dataset(cfg, info, input_context=ctx)
+        return class_weights.with_class_weights(ds, weights)
+
+    def val_dataset(ctx):
+        ds = data.make_val_dataset(cfg, info, input_context=ctx)
+        soft = soft_labels(cfg.data.batch_augment)
+        return one_hot_labels(ds, len(info.class_names)) if soft else ds
+
+    train_data = data.distribute_for_fit(strategy, train_dataset)
+    val_data = data.distribute_for_fit(strategy, val_dataset)
     # Keras must be told the validation steps: see `val_layout`.
     replicas = strategy.num_replicas_in_sync
     per_replica = data.global_batch_size(cfg, replicas) // replicas
@@ -99,8 +122,8 @@ def train(
 
     Returns:
         `{"run_dir", "status" ("finished" or "already_done"), "epochs", "initial_epoch",
-        "epochs_run", "metrics" (the last epoch's row), "best_val_main_top1", "precision",
-        "strategy", "global_batch_size"}`.
+        "epochs_run", "stopped_early", "metrics" (the last epoch's row), "best_val_main_top1",
+        "precision", "strategy", "global_batch_size"}`.
 
     Raises:
         UserError: bad data, a folder started with another config or damaged beyond repair
@@ -135,9 +158,10 @@ def train(
                 resume.rebuild_backup_from_last(model, run, own, initial_epoch)
             best = _drop_interrupted_epoch(run, initial_epoch) if chief else None
             if chief and initial_epoch == 0:
-                _write_tensorboard_extras(model, run, sample_fn)
+                _write_tensorboard_extras(model, run, sample_fn, cfg)
             stop_together = partial(worker_sum, strategy) if is_multi_worker(strategy) else None
             phases = _phases_to_train(model, cfg, run, strategy, chief, initial_epoch, best)
+            finished = cfg.training.epochs
             for start, end, best_so_far in phases:
                 callbacks = cb.run_callbacks(
                     cfg,
@@ -150,13 +174,17 @@ def train(
                     stop_together=stop_together,
                 )
                 _fit(model, cfg, train_data, (val_data, val_steps), callbacks, start, end)
-        rows = _finish(run, own, cfg, chief)
+                finished = early_stopping.epochs_done(callbacks, end, start)
+                if finished < end:  # early stopping ended the run, whatever phase is left
+                    break
+        rows = _finish(run, own, cfg, chief, stopped_early=finished < cfg.training.epochs)
     return {
         "run_dir": str(run.root),
         "epochs": cfg.training.epochs,
         "status": "finished",
         "initial_epoch": initial_epoch,
-        "epochs_run": cfg.training.epochs - initial_epoch,
+        "epochs_run": finished - initial_epoch,
+        "stopped_early": finished < cfg.training.epochs,
         "metrics": rows[-1] if rows else {},
         "best_val_main_top1": history.best_so_far(rows),
         "precision": policy,
@@ -325,8 +353,11 @@ def _fit(
     )
 
 
-def _finish(run: RunDir, own: RunDir, cfg: Config, chief: bool) -> list[dict]:
-    """Checks every epoch ran, then plots, marks the run DONE and drops the resume backup.
+def _finish(
+    run: RunDir, own: RunDir, cfg: Config, chief: bool, stopped_early: bool = False
+) -> list[dict]:
+    """Checks every epoch ran (unless early stopping ended the run), then plots, marks the run
+    DONE and drops the resume backup.
 
     Returns:
         The history rows (chief), else [].
@@ -336,7 +367,7 @@ def _finish(run: RunDir, own: RunDir, cfg: Config, chief: bool) -> list[dict]:
     """
     epochs = cfg.training.epochs
     finished = (cb.read_backup_state(own.backup) or {}).get("epoch", 0)
-    if finished < epochs:
+    if finished < epochs and not stopped_early:
         raise UserError(
             f"training stopped after epoch {finished} of {epochs}: the loss became NaN or "
             "infinite (lower optimizer.lr, or check the data)",
@@ -348,16 +379,19 @@ def _finish(run: RunDir, own: RunDir, cfg: Config, chief: bool) -> list[dict]:
     from keras_googlenet.training.plots import plot_history
 
     plot_history(run.history, run.plots)
-    run.done.write_text(f"{epochs} epochs\n")
+    run.done.write_text(
+        f"{finished} epochs (stopped early)\n" if stopped_early else f"{epochs} epochs\n"
+    )
     # The backup is only for resuming; DONE now answers a restart, and last.keras holds the
     # same weights.
     shutil.rmtree(run.backup, ignore_errors=True)
-    log.info("finished %d epochs; run folder %s", epochs, run.root)
+    log.info("finished %d epochs; run folder %s", finished, run.root)
     return history.read_history(run.history)
 
 
-def _write_tensorboard_extras(model, run: RunDir, sample_fn) -> None:
-    """The model graph and one grid of augmented training images, once per run."""
+def _write_tensorboard_extras(model, run: RunDir, sample_fn, cfg: Config) -> None:
+    """The model graph, one grid of augmented training images and the HParams entry, once per
+    run."""
     try:
         tensorboard.write_model_graph(model, run.tensorboard)
     except Exception as e:  # the graph is a nicety; never stop a run for it
@@ -366,6 +400,13 @@ def _write_tensorboard_extras(model, run: RunDir, sample_fn) -> None:
         tensorboard.write_image_grid(_grid_images(sample_fn), run.tensorboard)
     except Exception as e:
         log.warning("could not write the training image grid to TensorBoard: %s", e)
+    if cfg.logging.hparams:
+        from keras_googlenet.training.hparams import write_hparams
+
+        try:
+            write_hparams(cfg, run.tensorboard, run.root.name)
+        except Exception as e:
+            log.warning("could not write the hyper-parameters to TensorBoard: %s", e)
 
 
 def run(args) -> int:
