@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/keras-googlenet demo
 
 test: $(VENV)/.installed $(VENV)/.torch
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -43,3 +43,14 @@ def tiny_run(tmp_path_factory):
 def tiny_export(tmp_path_factory):
     """The SavedModel export of `tiny_run`."""
     return get_tiny_export(tmp_path_factory)
+
+
+# Under pytest-xdist (`make test` runs two processes): the tests that read the session's tiny
+# run go to one process, so the run is trained once, not once per process.
+SHARED_RUN = {"tiny_run", "tiny_export"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_RUN & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
