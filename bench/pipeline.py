@@ -136,6 +136,37 @@ def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -
     return images / elapsed, images / cpu
 
 
+def baselines(root: Path, batches: int, warmup: int, batch_size: int) -> None:
+    """Prints the images/s of two minimal tf.data loops over the same files: what decoding
+    alone, and decoding plus tf.image's own crop and flip, leave as the ceiling."""
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in (root / "train").glob("*.jpg"))
+
+    def decode(path):
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+
+    def crop_flip(path):
+        image = tf.image.random_crop(decode(path), [224, 224, 3])
+        return tf.image.random_flip_left_right(image)
+
+    options = tf.data.Options()
+    options.deterministic = False
+    loops = (("baseline: decode only", decode), ("baseline: tf.image crop+flip", crop_flip))
+    for name, fn in loops:
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files)).repeat()
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        it = iter(ds.prefetch(tf.data.AUTOTUNE).with_options(options))
+        for _ in range(warmup):
+            next(it)
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        for _ in range(batches):
+            next(it)
+        elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        images = batches * batch_size
+        print(f"{name:<28} {images / elapsed:9.0f} {images / cpu:13.0f}", flush=True)
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process (all threads): a contended machine slows the wall clock, but
     images per CPU-second tells what the pipeline costs."""
@@ -150,6 +181,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--variants", default="default,albumentations", help=",".join(VARIANTS))
+    parser.add_argument(
+        "--baselines", action="store_true", help="also time minimal tf.data loops (the ceiling)"
+    )
     args = parser.parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
@@ -163,10 +197,12 @@ def main(argv=None) -> int:
         f"cpus: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  tf {tf.__version__}  "
         f"batch {args.batch_size}, {args.batches} timed batches after {args.warmup}"
     )
-    print(f"{'variant':<16} {'images/s':>9} {'images/CPU-s':>13}")
+    print(f"{'variant':<28} {'images/s':>9} {'images/CPU-s':>13}")
     for name in names:
         rate, per_cpu = measure(name, root, args.batches, args.warmup, args.batch_size)
-        print(f"{name:<16} {rate:9.0f} {per_cpu:13.0f}", flush=True)
+        print(f"{name:<28} {rate:9.0f} {per_cpu:13.0f}", flush=True)
+    if args.baselines:
+        baselines(root, args.batches, args.warmup, args.batch_size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (RSS): {peak:.0f} MiB   load average now: {os.getloadavg()[0]:.1f}")
     return 0

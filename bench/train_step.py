@@ -57,7 +57,6 @@ def measure(
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 256, batch).astype("int32")
-    ds = tf.data.Dataset.from_tensors((x, {"main": y, "aux_4a": y, "aux_4d": y})).repeat()
 
     class StepEnds(keras.callbacks.Callback):
         def __init__(self):
@@ -66,7 +65,8 @@ def measure(
 
         def on_train_batch_end(self, batch, logs=None):
             float(logs["loss"])  # waits for the step's result, so the clock sees finished work
-            self.times.append(time.perf_counter())
+            # `batch` is the last step run: one call per group under steps_per_execution.
+            self.times.append((batch, time.perf_counter()))
 
     ends = StepEnds()
     with precision_policy(policy):
@@ -84,8 +84,13 @@ def measure(
             )
         else:
             model = compile_model(model, cfg)
+        labels = {head: y for head in model.output_names}  # no aux labels without aux heads
+        ds = tf.data.Dataset.from_tensors((x, labels)).repeat()
         model.fit(ds, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[ends])
-    seconds = ends.times[-1] - ends.times[warmup - 1]
+    # From the first call that ends the warm-up (or later) to the last one.
+    first_step, start = next((b, t) for b, t in ends.times if b >= warmup - 1)
+    last_step, end = ends.times[-1]
+    steps, seconds = last_step - first_step, end - start
     return {
         "size": size,
         "policy": policy,
