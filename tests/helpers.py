@@ -7,6 +7,8 @@
 - `cli(JOB, ...)`: the `keras-googlenet` command in this process; `run_train_cli` in a new one.
 - `get_tiny_run` / `get_tiny_export`: one real run (killed mid-epoch and resumed) and its
   export, built once per session for the evaluate, export and predict tests.
+- `crash_at_step`: a callback that stops `fit` mid-epoch in this process; `run_isolated`: a
+  fresh interpreter that sees installed packages only.
 """
 
 from __future__ import annotations
@@ -300,3 +302,37 @@ def fuzzed_image_files(root, count: int = 320, seed: int = 0) -> list[Path]:
         paths.append(root / f"{i:04d}_{kind}_{name}")
         paths[-1].write_bytes(bytes(data))
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Crashes and fresh interpreters.
+
+
+class Crash(Exception):
+    """What `crash_at_step` raises: a training process dying mid-epoch, without a process."""
+
+
+def crash_at_step(step: int):
+    """A Keras callback that raises `Crash` once the optimizer has run `step` steps."""
+    import keras
+
+    class CrashAtStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) >= step:
+                raise Crash
+
+    return CrashAtStep()
+
+
+def run_isolated(code: str, *args, cwd) -> subprocess.CompletedProcess:
+    """`python -I -c CODE ARGS` in `cwd` without PYTHONPATH: only what is installed is seen
+    (the project through its own install), as on a user's machine."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-I", "-c", code, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -6,13 +6,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from helpers import Crash, crash_at_step
 
 from keras_googlenet.training.callbacks import ResumableBackup, read_backup_state
 from keras_googlenet.training.ema import EmaWeightsIn, EmaWeightsOut
-
-
-class _Crash(Exception):
-    pass
 
 
 class _Probe(keras.callbacks.Callback):
@@ -26,16 +23,6 @@ class _Probe(keras.callbacks.Callback):
         opt = self.model.optimizer
         averages = [v.numpy() for v in opt._model_variables_moving_average]
         self.seen.append(([w.numpy() for w in self.model.trainable_variables], averages))
-
-
-class _CrashAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.step:
-            raise _Crash
 
 
 def _model():
@@ -58,9 +45,9 @@ def test_ema_weights_in_checkpoints_raw_weights_in_backup(tmp_path):
         EmaWeightsOut(swap_in),
         after,
         ResumableBackup(tmp_path / "backup", save_freq=2),
-        _CrashAtStep(7),
+        crash_at_step(7),
     ]
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         model.fit(x, y, batch_size=2, epochs=3, verbose=0, callbacks=callbacks)
     (raw, averages), (swapped, _), (back, back_averages) = (
         before.seen[0],

@@ -4,14 +4,11 @@ and a mixed-precision run exporting a float32 graph."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, run_isolated
 from PIL import Image
 
 # Runs in a fresh interpreter, isolated (-I: no PYTHONPATH, no current folder on sys.path),
@@ -106,15 +103,7 @@ def test_fresh_process_reload_matches_keras(tiny_run, tiny_export, tmp_path):
     np.save(data / "odd.npy", odd)
     (data / "files.txt").write_text("\n".join(str(p) for p in paths))
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH, str(tiny_export), str(data)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_isolated(FRESH, tiny_export, data, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "project modules: []" in done.stdout
     out = np.load(data / "out.npz")

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, run_isolated
 from PIL import Image
 
 from keras_googlenet.serving import formats
@@ -79,15 +76,7 @@ def test_format_matches_saved_model_in_fresh_process(
 
     pixels, expected = saved_model_probabilities
     result = tmp_path / "out.npy"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH[fmt] + TAIL, str(out / name), str(pixels), str(result)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_isolated(FRESH[fmt] + TAIL, out / name, pixels, result, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "heavy modules: []" in done.stdout
     got = np.load(result)

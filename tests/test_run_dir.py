@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from helpers import (
     REPO,
+    Crash,
     cli,
+    crash_at_step,
     run_train_cli,
     scalar_steps,
     tiny_overrides,
@@ -128,20 +130,6 @@ def test_kill_twice_mid_epoch_then_resume(tmp_path):
     assert run.history.read_text() == before
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAtStep(keras.callbacks.Callback):
-    def __init__(self, step):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.step:
-            raise _Crash
-
-
 def _tiny_model():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
@@ -152,14 +140,14 @@ def test_backup_every_n_steps_restores_weights_and_optimizer(tmp_path):
     x, y = np.ones((10, 3), "float32"), np.zeros((10, 2), "float32")
     backup = tmp_path / "backup"
     model = _tiny_model()
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         model.fit(
             x,
             y,
             batch_size=2,
             epochs=3,
             verbose=0,
-            callbacks=[ResumableBackup(backup, save_freq=2), _CrashAtStep(7)],
+            callbacks=[ResumableBackup(backup, save_freq=2), crash_at_step(7)],
         )
     # Epoch 1 (5 steps) finished and was backed up; epoch 2 was backed up after its 2nd step
     # (step 7, just before the crash): epoch count 1, one weights file.

@@ -124,6 +124,20 @@ def _env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
 
 
+def _run_script(script: str, *args) -> dict:
+    """Runs `script` in a fresh process (its own logical CPUs); returns its RESULT JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.split("RESULT ", 1)[1])
+
+
 @pytest.mark.slow
 def test_mirrored_two_cpus_matches_one_device(tmp_path):
     # 9 validation images, global batch 4: a remainder of 1, which used to leave one replica
@@ -133,16 +147,7 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     )
 
     def run(part):
-        proc = subprocess.run(
-            [sys.executable, "-c", MIRRORED_SCRIPT, str(data), str(tmp_path / "run"), part],
-            cwd=REPO,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout.split("RESULT ", 1)[1])
+        return _run_script(MIRRORED_SCRIPT, data, tmp_path / "run", part)
 
     out = run("compare")
     assert out["replicas"] == 2
@@ -237,16 +242,7 @@ def test_mirrored_evaluation_sees_every_image_once(tmp_path):
     for n in sizes:
         body = [rows[1 + i % (len(rows) - 1)] for i in range(n)]  # repeats are still images
         (data / f"val{n}.csv").write_text("\n".join([rows[0], *body]) + "\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", EXACT_EVAL_SCRIPT, str(data), json.dumps(sizes)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    out = _run_script(EXACT_EVAL_SCRIPT, data, json.dumps(sizes))
     assert len(out) == 9
     for case, (single, mirrored) in out.items():
         assert set(single) == set(mirrored), case
