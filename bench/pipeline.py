@@ -14,6 +14,7 @@ dataset at batch 128 with:
                     RandomRotate90) through tf.numpy_function;
     rrc_jitter      random_resized_crop 224 + horizontal_flip + color_jitter (a heavier recipe);
     crop_only, crop_flip  random_crop 224 (+ horizontal_flip: what bench/compare.py's peer does);
+    crop_flip_fail  crop_flip with data.on_bad_image: fail (what skipping bad files costs);
     cached          the default with data.cache: true, timed after one full pass (decoded images
                     come from memory; the warm-up covers the first epoch).
 Nothing here is asserted; the numbers depend on the machine and on what else runs on it.
@@ -50,6 +51,11 @@ VARIANTS = {
     "crop_only": ["data.train_augment=[{name: random_crop, size: 224}]"],
     # what bench/compare.py's torch DataLoader peer does
     "crop_flip": ["data.train_augment=[{name: random_crop, size: 224}, {name: horizontal_flip}]"],
+    # the same without skipping bad files (no ignore_errors between map and batch)
+    "crop_flip_fail": [
+        "data.train_augment=[{name: random_crop, size: 224}, {name: horizontal_flip}]",
+        "data.on_bad_image=fail",
+    ],
     "rrc_jitter": [
         "data.train_augment=[{name: random_resized_crop, size: 224}, {name: horizontal_flip}, "
         "{name: color_jitter, brightness: 0.4, contrast: 0.4, saturation: 0.4}]",
