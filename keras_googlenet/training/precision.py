@@ -1,8 +1,10 @@
 """Numeric precision: which Keras mixed-precision policy a run uses.
 
-`auto` picks the fastest policy the hardware runs natively: bfloat16 on CPUs with AVX512_BF16 or
-AMX (about twice float32's training speed there), float16 on GPUs with tensor cores (compute
-capability 7.0 or more), float32 everywhere else (float16 on a CPU is emulated and slow).
+`auto` picks the fastest policy the hardware runs natively: bfloat16 on CPUs with AMX, or with
+AVX512_BF16 from AMD (1.7x float32's training step on an AMD EPYC, bench/README.md); float16 on
+GPUs with tensor cores (compute capability 7.0 or more); float32 everywhere else. Intel CPUs
+with AVX512_BF16 but no AMX trained slower in bfloat16 than in float32 (TensorFlow and torch
+alike), and float16 on a CPU is emulated.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from pathlib import Path
 import keras
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
-# /proc/cpuinfo flags that mean bfloat16 matrix maths runs in hardware.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+# /proc/cpuinfo flags that mean bfloat16 matrix maths runs in hardware: AMX's tiles are fast on
+# every CPU that has them; AVX512_BF16 alone only where it was measured faster (AMD's).
+AMX_FLAGS = ("amx_bf16", "amx_tile")
+AVX512_BF16 = "avx512_bf16"
+BF16_FAST_WITHOUT_AMX = ("AuthenticAMD",)
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -29,6 +34,18 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def cpu_vendor(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's vendor_id (GenuineIntel, AuthenticAMD; "" where /proc/cpuinfo has none)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("vendor_id"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
     """(major, minor) compute capability of each visible GPU."""
     import tensorflow as tf
@@ -41,13 +58,14 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     return found
 
 
-def choose_policy(name: str, *, flags=None, capabilities=None) -> tuple[str, str]:
+def choose_policy(name: str, *, flags=None, capabilities=None, vendor=None) -> tuple[str, str]:
     """Resolves `runtime.precision` to a Keras policy name.
 
     Args:
         name: `auto`, `float32`, `mixed_float16` or `mixed_bfloat16`.
         flags: CPU flags (default: read /proc/cpuinfo); for tests.
         capabilities: GPU compute capabilities (default: ask TensorFlow); for tests.
+        vendor: the CPU's vendor_id (default: read /proc/cpuinfo); for tests.
 
     Returns:
         (policy name, the reason, for the log).
@@ -61,10 +79,15 @@ def choose_policy(name: str, *, flags=None, capabilities=None) -> tuple[str, str
         if all(cc >= (7, 0) for cc in capabilities):
             return "mixed_float16", f"GPUs with tensor cores (compute capability {capabilities})"
         return "float32", f"GPUs without tensor cores (compute capability {capabilities})"
-    flags = cpu_flags() if flags is None else flags
-    native = sorted(set(flags) & set(BF16_CPU_FLAGS))
-    if native:
-        return "mixed_bfloat16", f"CPU with {', '.join(native)}"
+    flags = cpu_flags() if flags is None else set(flags)
+    vendor = cpu_vendor() if vendor is None else vendor
+    amx = sorted(flags & set(AMX_FLAGS))
+    if amx:
+        return "mixed_bfloat16", f"CPU with {', '.join(amx)}"
+    if AVX512_BF16 in flags and vendor in BF16_FAST_WITHOUT_AMX:
+        return "mixed_bfloat16", f"{vendor} CPU with {AVX512_BF16}"
+    if AVX512_BF16 in flags:
+        return "float32", f"{vendor or 'this'} CPU has {AVX512_BF16} but no AMX: bfloat16 is slower"
     return "float32", "CPU without bfloat16 instructions (avx512_bf16/amx)"
 
 
