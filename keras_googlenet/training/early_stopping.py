@@ -8,14 +8,13 @@ loaded back. `train()` tells a run that stopped early from one that failed by `s
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import keras
 
-from keras_googlenet.atomic import atomic_write_text
 from keras_googlenet.training.schedules import load_plateau_state as load_counters
+from keras_googlenet.training.schedules import save_epoch_counters
 
 log = logging.getLogger("keras_googlenet")
 STATE_FILE = "early_stopping.json"  # in the run's backup folder, beside plateau.json
@@ -57,11 +56,8 @@ class PersistentEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        states = load_counters(self.state_path)
         best = None if self.best is None else float(self.best)
-        states[str(epoch + 1)] = {"wait": int(self.wait), "best": best}
-        keep = sorted(states, key=int)[-3:]  # the backup is never older than the last epoch
-        atomic_write_text(self.state_path, json.dumps({k: states[k] for k in keep}, indent=1))
+        save_epoch_counters(self.state_path, epoch + 1, {"wait": int(self.wait), "best": best})
 
 
 def for_run(e, backup: Path, initial_epoch: int) -> PersistentEarlyStopping:

@@ -130,15 +130,24 @@ class PersistentReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     def on_epoch_end(self, epoch, logs=None):
         if epoch >= self.warmup_epochs:
             super().on_epoch_end(epoch, logs)
-        states = load_plateau_state(self.state_path)
-        states[str(epoch + 1)] = {
+        counters = {
             "wait": int(self.wait),
             "cooldown_counter": int(self.cooldown_counter),
             "best": float(self.best),
         }
-        # A few entries are enough: the backup is never older than the previous epoch.
-        keep = sorted(states, key=int)[-3:]
-        atomic_write_text(self.state_path, json.dumps({k: states[k] for k in keep}, indent=1))
+        save_epoch_counters(self.state_path, epoch + 1, counters)
+
+
+def save_epoch_counters(path: str | Path, finished_epochs: int, counters: dict) -> None:
+    """Adds a callback's `counters` after `finished_epochs` epochs to its JSON file, atomically.
+
+    A few entries are kept: the backup a run resumes from is never older than the previous
+    epoch. `load_plateau_state` reads the file back.
+    """
+    states = load_plateau_state(path)
+    states[str(finished_epochs)] = counters
+    keep = sorted(states, key=int)[-3:]
+    atomic_write_text(path, json.dumps({k: states[k] for k in keep}, indent=1))
 
 
 def load_plateau_state(path: str | Path) -> dict:
