@@ -7,7 +7,10 @@ Rows (the peers are in bench/peers/; their dependencies are optional):
     preprocess       `keras-googlenet preprocess` (all cores) vs the seed's serial OpenCV loop,
                      on 3,000 Caltech-shaped JPEGs (bench/preprocess.py --shape caltech)
     pipeline         the tf.data training input (random crop 224 + flip, batch 128) vs a torch
-                     DataLoader (2 workers, OpenCV decode + albumentations), 256 px JPEGs
+                     DataLoader (2 workers, OpenCV decode + albumentations), 256 px JPEGs,
+                     each decoding every image (our first epoch, or data.cache: false)
+    pipeline_cached  the same, ours after the first epoch with decoded images cached in memory
+                     (what data.cache: auto does when they fit), vs the same DataLoader
     train_step       `model.fit` step, 224 px, batch 32, batch norm + aux heads, float32, vs
                      torchvision's googlenet(aux_logits=True) with SGD
     train_step_bf16  the same under mixed_bfloat16 vs torch.autocast(bfloat16)
@@ -32,14 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 sys.path.insert(0, str(REPO))
 
-ROWS = ("preprocess", "pipeline", "train_step", "train_step_bf16")
+ROWS = ("preprocess", "pipeline", "pipeline_cached", "train_step", "train_step_bf16")
 PEER = {
     "preprocess": "seed_preprocess",
     "pipeline": "torch_loader",
+    "pipeline_cached": "torch_loader",
     "train_step": "torchvision_step",
     "train_step_bf16": "torchvision_step",
 }
-UNIT = {"preprocess": "images/s", "pipeline": "images/s"}
 
 
 def one(row: str, side: str, args) -> dict:
@@ -57,12 +60,13 @@ def one(row: str, side: str, args) -> dict:
         with tempfile.TemporaryDirectory(dir=preprocess.CACHE) as out:
             r = seed_preprocess.run(folder, Path(out), 256)
         return {"images_per_second": r["images"] / r["seconds"]}
-    if row == "pipeline":
+    if row in ("pipeline", "pipeline_cached"):
         import pipeline
 
         root = pipeline.make_dataset(pipeline.CACHE / f"pipeline_{args.images}", args.images)
         if side == "ours":
-            rate, _ = pipeline.measure("crop_flip", root, args.batches, 5, 128)
+            variant = "crop_flip" if row == "pipeline" else "cached_crop_flip"
+            rate, _ = pipeline.measure(variant, root, args.batches, 5, 128)
             return {"images_per_second": rate}
         from peers import torch_loader
 

@@ -156,13 +156,19 @@ def _odd_files(root):
     return [str(root / "train" / n) for n in names]
 
 
-def test_grayscale_rgba_and_png_named_jpg_give_three_channels(processed_dataset):
+# Both training paths: JPEGs decoded each epoch, or once into the in-memory cache.
+CACHE = pytest.mark.parametrize("cache", ["false", "true"])
+
+
+@CACHE
+def test_grayscale_rgba_and_png_named_jpg_give_three_channels(processed_dataset, cache):
     paths = _odd_files(processed_dataset)
     for path in paths:
         assert decode_rgb(tf.io.read_file(path)).shape[-1] == 3
     # the whole train pipeline reads them (no file is skipped: 24 images, 6 batches of 4)
-    info = read_dataset_info(config(processed_dataset, "data.on_bad_image=fail"))
-    ds = data.make_train_dataset(config(processed_dataset, "data.on_bad_image=fail"), info)
+    cfg = config(processed_dataset, "data.on_bad_image=fail", f"data.cache={cache}")
+    info = read_dataset_info(cfg)
+    ds = data.make_train_dataset(cfg, info)
     batches = list(ds)
     assert len(batches) == 6
     assert all(x.shape == (4, 72, 72, 3) for x, _ in batches)
@@ -228,10 +234,15 @@ def _corrupt_inside(path):
     path.write_bytes(raw[:200] + bytes(range(256)) * 4 + b"\xff\xd9")
 
 
-def test_corrupt_file_at_training_time(processed_dataset):
+@CACHE
+def test_corrupt_file_at_training_time(processed_dataset, cache):
     names = sorted(os.listdir(processed_dataset / "train"))
     _corrupt_inside(processed_dataset / "train" / names[0])
-    cfg = config(processed_dataset, "data.train_augment=[{name: center_crop, size: 72}]")
+    cfg = config(
+        processed_dataset,
+        "data.train_augment=[{name: center_crop, size: 72}]",
+        f"data.cache={cache}",
+    )
     info = read_dataset_info(cfg)
     assert info.train_size == 24  # the probe cannot see it
     # skip: the epoch goes on without it (23 images -> 5 batches of 4, was 6)
@@ -241,6 +252,7 @@ def test_corrupt_file_at_training_time(processed_dataset):
         processed_dataset,
         "data.on_bad_image=fail",
         "data.train_augment=[{name: center_crop, size: 72}]",
+        f"data.cache={cache}",
     )
     with pytest.raises(tf.errors.InvalidArgumentError):
         list(data.make_train_dataset(cfg_fail, info))
@@ -250,8 +262,9 @@ def test_corrupt_file_at_training_time(processed_dataset):
 # Datasets
 
 
-def test_train_batches_labels_and_raw_pixels(shared_processed_dataset):
-    cfg = config(shared_processed_dataset)
+@CACHE
+def test_train_batches_labels_and_raw_pixels(shared_processed_dataset, cache):
+    cfg = config(shared_processed_dataset, f"data.cache={cache}")
     info = read_dataset_info(cfg)
     batches = list(data.make_train_dataset(cfg, info))
     assert len(batches) == 24 // 4
@@ -270,8 +283,11 @@ def test_train_batches_labels_and_raw_pixels(shared_processed_dataset):
     assert set(y) == {"main"}
 
 
-def test_train_reshuffles_each_epoch_and_repeats_with_a_seed(shared_processed_dataset):
-    cfg = config(shared_processed_dataset, "data.deterministic=true", "data.seed=3")
+@CACHE
+def test_train_reshuffles_each_epoch_and_repeats_with_a_seed(shared_processed_dataset, cache):
+    cfg = config(
+        shared_processed_dataset, "data.deterministic=true", "data.seed=3", f"data.cache={cache}"
+    )
     info = read_dataset_info(cfg)
     ds = data.make_train_dataset(cfg, info)
     first, second = images_of(ds), images_of(ds)
@@ -378,9 +394,11 @@ def test_output_size_must_match_the_model(shared_processed_dataset):
         data.make_train_dataset(cfg, info)
 
 
-def test_albumentations_path(shared_processed_dataset):
+@CACHE
+def test_albumentations_path(shared_processed_dataset, cache):
     cfg = config(
         shared_processed_dataset,
+        f"data.cache={cache}",
         "data.train_augment=[]",
         "data.albumentations=[{RandomCrop: {height: 72, width: 72}}, {HorizontalFlip: {p: 0.5}}]",
         "data.deterministic=true",

@@ -67,9 +67,11 @@ class DataConfig:
     std_rgb: float = 58.0  # divisor after mean subtraction (ImageNet's pixel std, rounded)
     batch_size: int = 128
     batch_size_is: Literal["global", "per_replica"] = "global"
-    shuffle_buffer: int = 10_000  # decoded images shuffled after the cache (cache: true only);
+    shuffle_buffer: int = 10_000  # decoded images shuffled after the cache (when caching);
     # without the cache the whole file list is shuffled each epoch
-    cache: bool = False
+    # Decoded training images kept in memory after the first epoch: auto when they fit in a
+    # quarter of the free memory (data/cache.py); true also caches the validation batches.
+    cache: bool | Literal["auto"] = "auto"
     deterministic: bool = False  # reproducible order and augmentation (slower)
     seed: int = 42
     steps_per_epoch: int | None = None  # None: one pass over the train CSV

@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras_googlenet.config import Config
 from keras_googlenet.data.albumentations_ops import compile_albumentations
 from keras_googlenet.data.augment import Augment, compile_augment
+from keras_googlenet.data.cache import use_cache
 from keras_googlenet.data.dataset_info import DatasetInfo, read_split, resolve_path
 from keras_googlenet.data.decode import decode_and_augment, decode_rgb, window_decode_pays
 from keras_googlenet.errors import ConfigError
@@ -195,13 +196,22 @@ def _heads(cfg: Config) -> tuple[str, ...]:
 # The datasets.
 
 
-def train_files(cfg: Config, info: DatasetInfo, *, input_context=None, num_replicas: int = 1):
+def train_files(
+    cfg: Config,
+    info: DatasetInfo,
+    *,
+    input_context=None,
+    num_replicas: int = 1,
+    cached: bool = False,
+):
     """The (path, label) dataset one training pipeline reads per epoch, before decoding.
 
     The whole file list is shuffled with `data.seed`, the same way on every worker (a new order
     each epoch), then cut to a multiple of what all pipelines consume per step and sharded, so
     every pipeline gets the same number of full batches and each example is read at most once
     per epoch across workers (the few left over change each epoch, like a dropped remainder).
+    With `cached`, the order is drawn once: the pipeline caches what it reads, and shuffles the
+    decoded images after the cache (the few left over are then the same each epoch).
     """
     _, per_step, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
     n = info.train_size
@@ -214,8 +224,9 @@ def train_files(cfg: Config, info: DatasetInfo, *, input_context=None, num_repli
     files = tf.data.Dataset.from_tensor_slices(
         (list(info.train_files), tf.constant(info.train_labels, tf.int32))
     )
-    if not cfg.data.cache:
-        files = files.shuffle(n, seed=cfg.data.seed, reshuffle_each_iteration=True)
+    # Shuffled before the cut even when cached: a CSV sorted by class would otherwise fill the
+    # cache (and a small shuffle buffer after it) one class at a time.
+    files = files.shuffle(n, seed=cfg.data.seed, reshuffle_each_iteration=not cached)
     files = files.take(usable)
     if pipelines > 1:
         files = files.shard(pipelines, pipeline_id)
@@ -253,11 +264,14 @@ def make_train_dataset(
     batch, per_step, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
     size = cfg.model.input_size
 
-    files = train_files(cfg, info, input_context=input_context, num_replicas=num_replicas)
+    cached = use_cache(cfg, info.train_files, pipelines)
+    files = train_files(
+        cfg, info, input_context=input_context, num_replicas=num_replicas, cached=cached
+    )
     aug_seed = None
     if d.deterministic:
         aug_seed = d.seed + 1_000_003 * pipeline_id
-    if d.cache:
+    if cached:
         # Decoded whole images are cached; shuffling must then come after the cache (else every
         # epoch would replay the first epoch's order) and hold decoded images.
         files = files.map(
@@ -277,7 +291,7 @@ def make_train_dataset(
 
     def load(item, seed):
         source, label = item
-        if d.cache:
+        if cached:
             image = augment(source, seed)
             if albumentations is not None:
                 image = albumentations(image, tf.random.experimental.stateless_fold_in(seed, 7919))
@@ -287,8 +301,10 @@ def make_train_dataset(
         return tf.ensure_shape(image, [size, size, 3]), label
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if d.on_bad_image == "skip":
+    if d.on_bad_image == "skip" and (not cached or albumentations is not None):
         # Files that looked fine to `probe_image` but fail to decode: dropped, one warning each.
+        # Cached images were decoded, and bad files dropped, before the cache; skipping again
+        # would keep tf.data from fusing this map into the batch (30% of the cached rate).
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
     if d.batch_augment:
@@ -364,7 +380,7 @@ def make_val_dataset(
     ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat())
     ds = ds.take(layout.batches * layout.batch).batch(layout.batch, drop_remainder=True)
     ds = ds.map(lambda x, y, w: (*_labels(x, y, _heads(cfg)), w))
-    if d.cache:
+    if d.cache is True:  # auto leaves validation alone: it is a fifth of the images
         ds = ds.cache()
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options(cfg, deterministic=True, sharded=input_context is not None))

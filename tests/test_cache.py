@@ -1,0 +1,104 @@
+"""`data.cache`: when `auto` keeps decoded training images in memory, and what it estimates."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_googlenet.config import load_config
+from keras_googlenet.data import cache as cache_mod
+from keras_googlenet.data import pipeline as data
+from keras_googlenet.data.dataset_info import read_dataset_info
+from keras_googlenet.errors import ConfigError
+
+SMALL = [
+    "model.input_size=72",
+    "data.batch_size=4",
+    "data.train_augment=[{name: random_crop, size: 72}, {name: horizontal_flip}]",
+    "data.val_augment=[{name: center_crop, size: 72}]",
+]
+
+
+def config(root, *overrides):
+    return load_config(None, [f"data.input_dir={root}", *SMALL, *overrides])
+
+
+def test_decoded_bytes_reads_header_sizes(tmp_path):
+    files = []
+    for i, (w, h) in enumerate([(100, 50)] * 3 + [(40, 40)]):
+        path = tmp_path / f"{i}.jpg"
+        Image.new("RGB", (w, h), (i, 0, 0)).save(path)
+        files.append(str(path))
+    assert cache_mod.decoded_bytes(files) == (3 * 100 * 50 + 40 * 40) * 3
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    # an unreadable header counts as the mean of the readable ones
+    assert cache_mod.decoded_bytes([*files, str(tmp_path / "bad.jpg")]) == pytest.approx(
+        (3 * 100 * 50 + 40 * 40) * 3 * 5 / 4, rel=1e-6
+    )
+
+
+def test_available_memory_is_a_plausible_byte_count():
+    free = cache_mod.available_memory()
+    assert free is not None and 2**20 < free < 2**50
+
+
+@pytest.mark.parametrize(
+    "free, overrides, expected",
+    [
+        (10 * 2**30, [], True),  # 24 small images: far within a quarter of 10 GB
+        (1000, [], False),  # nowhere near
+        (None, [], False),  # unknown: do not risk it
+        (10 * 2**30, ["data.steps_per_epoch=3"], False),  # no whole passes
+        (1000, ["data.cache=true"], True),  # forced
+        (10 * 2**30, ["data.cache=false"], False),
+    ],
+)
+def test_auto_decides_from_free_memory(
+    shared_processed_dataset, monkeypatch, caplog, free, overrides, expected
+):
+    monkeypatch.setattr(cache_mod, "available_memory", lambda: free)
+    cfg = config(shared_processed_dataset, *overrides)
+    info = read_dataset_info(cfg)
+    with caplog.at_level(logging.INFO, logger=cache_mod.__name__):
+        assert cache_mod.use_cache(cfg, info.train_files) is expected
+    if cfg.data.cache == "auto":
+        assert f"data.cache auto: {'on' if expected else 'off'}" in caplog.text
+
+
+def test_budget_is_per_pipeline(shared_processed_dataset, monkeypatch):
+    cfg = config(shared_processed_dataset)
+    info = read_dataset_info(cfg)
+    need = cache_mod.decoded_bytes(info.train_files)
+    # just too much for one pipeline, enough for each of two (each caches its half)
+    monkeypatch.setattr(cache_mod, "available_memory", lambda: int(need / 0.25 * 0.75))
+    assert not cache_mod.use_cache(cfg, info.train_files, pipelines=1)
+    assert cache_mod.use_cache(cfg, info.train_files, pipelines=2)
+
+
+def test_auto_cached_pipeline_gives_full_reshuffled_epochs(shared_processed_dataset, monkeypatch):
+    calls = []
+    real = cache_mod.use_cache
+
+    def spy(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(cache_mod, "available_memory", lambda: 10 * 2**30)
+    monkeypatch.setattr(data, "use_cache", spy)
+    cfg = config(shared_processed_dataset)
+    assert cfg.data.cache == "auto"  # the default
+    ds = data.make_train_dataset(cfg, read_dataset_info(cfg))
+    assert calls == [True]
+    epochs = [np.concatenate([y["main"].numpy() for _, y in ds]) for _ in range(3)]
+    for labels in epochs:  # every file once per epoch: 8 per class
+        assert sorted(np.bincount(labels)) == [8, 8, 8]
+    assert not np.array_equal(epochs[1], epochs[2])  # reshuffled after the cache
+
+
+@pytest.mark.parametrize("value", ["maybe", "1", "[auto]"])
+def test_cache_key_refuses_other_values(value):
+    with pytest.raises(ConfigError, match="data.cache"):
+        load_config(None, [f"data.cache={value}"])
