@@ -40,6 +40,11 @@ TRAIN_SCALARS = {
 VAL_SCALARS = {t for t in TRAIN_SCALARS if "learning_rate" not in t and "images" not in t}
 
 
+# Whole epochs (3 steps of 4), as users run: the default data.cache auto then caches the decoded
+# images, so the finished run also covers the cached training path end to end.
+FINISHED_RUN = {"training.checkpoint_interval": 1, "data.steps_per_epoch": None}
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One finished 2-epoch run (shared by the tests that only read it)."""
@@ -47,7 +52,7 @@ def finished_run(tmp_path_factory):
     data = write_processed_dataset(
         root / "data", num_classes=3, train_per_class=4, val_per_class=2, size=72
     )
-    cfg = tiny_config(data, **{"training.checkpoint_interval": 1})
+    cfg = tiny_config(data, **FINISHED_RUN)
     result = train(cfg, root / "run")
     return cfg, RunDir(root / "run"), result
 
@@ -72,6 +77,8 @@ def test_run_writes_every_artifact(finished_run):
     log = run.logfile("output.log").read_text()
     assert "precision: float32" in log and "batch size 4 global, 4 per replica" in log
     assert log.count("epoch 1/2: loss") == 1 and "val_main_top5" in log and "images/s" in log
+    # decided once, for the training pipeline (TensorBoard's sample batch does not cache)
+    assert log.count("data.cache auto: on") == 1 and log.count("data.cache auto") == 1
 
     for name in ("loss.png", "accuracy.png", "learning_rate.png"):
         with Image.open(run.plots / name) as image:
@@ -147,7 +154,7 @@ def test_tensorboard_serves_the_run(finished_run):
 def test_cli_on_finished_changed_and_foreign_folders(finished_run, tmp_path, capsys):
     cfg, run, _ = finished_run
     args = ["--config", str(REPO / "configs" / "smoke.yaml"), "--run-dir", str(run.root)]
-    for value in tiny_overrides(cfg.data.input_dir, **{"training.checkpoint_interval": 1}):
+    for value in tiny_overrides(cfg.data.input_dir, **FINISHED_RUN):
         args += ["--set", value]
     history = run.history.read_text()
 

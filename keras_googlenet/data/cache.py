@@ -78,8 +78,8 @@ def decoded_bytes(files: tuple[str, ...] | list[str]) -> int:
     return int(mean * 3 * len(files))
 
 
-def _gb(n: float) -> str:
-    return f"{n / 2**30:.1f} GB"
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
 
 
 def use_cache(cfg: Config, files, pipelines: int = 1) -> bool:
@@ -105,10 +105,10 @@ def use_cache(cfg: Config, files, pipelines: int = 1) -> bool:
     log.info(
         "data.cache auto: %s: decoded training images need %s, %s %d%% of the %s available%s",
         "on" if fits else "off",
-        _gb(need),
+        _size(need),
         "within" if fits else "over",
         round(100 * _BUDGET_FRACTION),
-        _gb(free),
+        _size(free),
         " (decoding happens in the first epoch only)" if fits else "; JPEGs decoded every epoch",
     )
     return fits

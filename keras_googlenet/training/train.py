@@ -94,7 +94,10 @@ def _datasets(cfg: Config, strategy, datasets):
     replicas = strategy.num_replicas_in_sync
     per_replica = data.global_batch_size(cfg, replicas) // replicas
     val_steps = data.val_layout(info.val_size, replicas, per_replica).steps
-    sample_fn = lambda: next(iter(data.make_train_dataset(cfg, info)))  # noqa: E731
+    # One batch for TensorBoard's image grid: without the cache, which would first decode a
+    # shuffle buffer's worth of images (10,000 by default) and then be thrown away.
+    uncached = apply_overrides(cfg, {"data.cache": False})
+    sample_fn = lambda: next(iter(data.make_train_dataset(uncached, info)))  # noqa: E731
     return train_data, val_data, info, sample_fn, val_steps
 
 
