@@ -40,6 +40,29 @@ def test_decoded_bytes_reads_header_sizes(tmp_path):
     )
 
 
+def test_cgroup_limit_leaves_page_cache_as_free(tmp_path, monkeypatch):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("1000000\n")
+    (v2 / "memory.current").write_text("700000\n")
+    (v2 / "memory.stat").write_text("anon 400000\ninactive_file 250000\nactive_file 50000\n")
+    assert cache_mod._cgroup_free(v2) == 1000000 - 700000 + 250000
+    (v2 / "memory.max").write_text("max\n")  # no limit here
+    assert cache_mod._cgroup_free(v2) is None
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "memory.limit_in_bytes").write_text("2000000\n")
+    (v1 / "memory.usage_in_bytes").write_text("1500000\n")
+    (v1 / "memory.stat").write_text("cache 600000\ntotal_inactive_file 300000\n")
+    assert cache_mod._cgroup_free(v1) == 2000000 - 1500000 + 300000
+    (v1 / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1's "no limit"
+    assert cache_mod._cgroup_free(v1) is None
+    # the tightest limit on the way up to the root wins over MemAvailable
+    (v2 / "memory.max").write_text("1000000\n")
+    monkeypatch.setattr(cache_mod, "_cgroup_dirs", lambda: [tmp_path / "none", v2, v1])
+    assert cache_mod.available_memory() == 550000
+
+
 def test_available_memory_is_a_plausible_byte_count():
     free = cache_mod.available_memory()
     assert free is not None and 2**20 < free < 2**50
@@ -52,6 +75,7 @@ def test_available_memory_is_a_plausible_byte_count():
         (1000, [], False),  # nowhere near
         (None, [], False),  # unknown: do not risk it
         (10 * 2**30, ["data.steps_per_epoch=3"], False),  # no whole passes
+        (10 * 2**30, ["data.deterministic=true"], False),  # memory must not pick the batches
         (1000, ["data.cache=true"], True),  # forced
         (10 * 2**30, ["data.cache=false"], False),
     ],

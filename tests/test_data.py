@@ -457,6 +457,41 @@ def test_two_pipelines_cover_each_example_once(processed_dataset):
         assert len(set(shards[0] + shards[1])) == 24
 
 
+def test_cached_pipelines_split_the_files_and_rotate_the_leftovers(processed_dataset):
+    # 27 train images, 2 pipelines of per-replica batch 2 (global 4): each caches its whole
+    # shard (14 or 13 files) and yields 6 batches an epoch; what is left over changes per epoch.
+    import hashlib
+
+    from helpers import write_processed_dataset
+
+    root = write_processed_dataset(processed_dataset.parent / "odd", train_per_class=9)
+    cfg = config(
+        root, "data.train_augment=[{name: center_crop, size: 72}]", "data.deterministic=true"
+    )
+    info = read_dataset_info(cfg)
+    shards, seen = [], []
+    for i in range(2):
+        ctx = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
+        )
+        files = data.train_files(cfg, info, input_context=ctx, cached=True)
+        shards.append([p.decode() for p, _ in files.as_numpy_iterator()])
+        ds = data.make_train_dataset(cfg, info, input_context=ctx, cached=True)
+        epochs = []
+        for _ in range(6):
+            batches = list(ds)
+            assert [x.shape[0] for x, _ in batches] == [2] * 6
+            epochs.append(
+                {hashlib.sha1(im.tobytes()).hexdigest() for x, _ in batches for im in x.numpy()}
+            )
+        assert all(len(e) == 12 for e in epochs)  # each image at most once per epoch
+        assert len(set.union(*epochs)) == len(shards[i])  # every file of the shard gets its turn
+        seen.append(set.union(*epochs))
+    assert sorted(map(len, shards)) == [13, 14]
+    assert not set(shards[0]) & set(shards[1]) and len(set(shards[0] + shards[1])) == 27
+    assert not seen[0] & seen[1]
+
+
 SUBPROCESS = textwrap.dedent(
     """
     import sys

@@ -43,6 +43,7 @@ from keras_googlenet.training.run_dir import (
     config_differences,
     resolve_run_dir,
     restart_number,
+    run_state,
 )
 from keras_googlenet.training.tensorboard import purge_events
 
@@ -308,6 +309,25 @@ def test_keys_added_to_the_schema_later_do_not_block_a_resume():
     assert config_differences(saved, current) == []
     saved["optimizer"]["lr"] = 0.5
     assert config_differences(saved, current) == ["optimizer.lr"]
+
+
+def test_a_run_made_before_cache_auto_resumes_and_finishes(tmp_path):
+    """Runs started before `data.cache: auto` became the default recorded `cache: false`."""
+    import yaml
+
+    from keras_googlenet.config import Config, save_config
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    save_config(Config(), run.config)
+    saved = yaml.safe_load(run.config.read_text())
+    saved["data"]["cache"] = False
+    run.config.write_text(yaml.safe_dump(saved))
+    run.history.write_text("epoch,loss\n0,1.0\n")
+    assert Config().data.cache == "auto"
+    assert run_state(run, Config()) == "resume"
+    run.done.write_text("finished\n")
+    assert run_state(run, Config()) == "done"
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ class _Kind:
     sets_size: bool = False  # output is size x size: p must be 1 (else batch shapes differ)
     window: Callable | None = None  # crop window from the shape, for decoding only the window
     random: bool = True  # uses its seed beyond the `p` draw
-    gated: bool = False  # takes the `p` draw as `active` (branch-free) instead of a tf.cond
+    gated: bool = False  # takes the `p` draw as `active` and does its own cheapest branching
 
 
 TRANSFORMS: dict[str, _Kind] = {

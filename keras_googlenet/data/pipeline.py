@@ -12,6 +12,11 @@ Training order, per input pipeline (one per worker):
     file list --shuffle (whole list, seeded: the same on every worker)--> shard over workers
     --> read + decode (+ first crop, JPEG window only) + augment, parallel --> batch (drop
     remainder) --> labels per head --> prefetch
+
+With the decoded images cached (`data.cache`, see cache.py), the first part runs once:
+
+    file list --shuffle once--> shard --> read + decode --> cache --> shuffle (each epoch)
+    --> cut to whole batches --> augment --> batch ...
 """
 
 from __future__ import annotations
@@ -196,6 +201,20 @@ def _heads(cfg: Config) -> tuple[str, ...]:
 # The datasets.
 
 
+def _usable_per_pipeline(cfg: Config, info: DatasetInfo, input_context, num_replicas) -> int:
+    """Training images one pipeline turns into batches per epoch: the same in every pipeline
+    (collective ops need equal step counts), a whole number of its steps."""
+    _, per_step, pipelines, _ = _batch_for(cfg, input_context, num_replicas)
+    n = info.train_size
+    usable = n // (per_step * pipelines) * per_step
+    if usable == 0:
+        raise ConfigError(
+            f"config: 'data.batch_size' {cfg.data.batch_size} is larger than the "
+            f"{n} training images (drop_remainder would leave no batch)"
+        )
+    return usable
+
+
 def train_files(
     cfg: Config,
     info: DatasetInfo,
@@ -204,37 +223,39 @@ def train_files(
     num_replicas: int = 1,
     cached: bool = False,
 ):
-    """The (path, label) dataset one training pipeline reads per epoch, before decoding.
+    """The (path, label) dataset one training pipeline reads, before decoding.
 
     The whole file list is shuffled with `data.seed`, the same way on every worker (a new order
     each epoch), then cut to a multiple of what all pipelines consume per step and sharded, so
     every pipeline gets the same number of full batches and each example is read at most once
     per epoch across workers (the few left over change each epoch, like a dropped remainder).
-    With `cached`, the order is drawn once: the pipeline caches what it reads, and shuffles the
-    decoded images after the cache (the few left over are then the same each epoch).
+    With `cached`, the order is drawn once and nothing is cut: each pipeline caches its whole
+    shard, and `make_train_dataset` shuffles the decoded images and cuts after the cache, so
+    the few left over still change each epoch.
     """
-    _, per_step, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
+    _, _, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
+    usable = _usable_per_pipeline(cfg, info, input_context, num_replicas) * pipelines
     n = info.train_size
-    usable = (n // (per_step * pipelines)) * per_step * pipelines
-    if usable == 0:
-        raise ConfigError(
-            f"config: 'data.batch_size' {cfg.data.batch_size} is larger than the "
-            f"{n} training images (drop_remainder would leave no batch)"
-        )
     files = tf.data.Dataset.from_tensor_slices(
         (list(info.train_files), tf.constant(info.train_labels, tf.int32))
     )
-    # Shuffled before the cut even when cached: a CSV sorted by class would otherwise fill the
-    # cache (and a small shuffle buffer after it) one class at a time.
+    # Shuffled even when cached: a CSV sorted by class would otherwise fill the cache (and a
+    # shuffle buffer smaller than the set after it) one class at a time.
     files = files.shuffle(n, seed=cfg.data.seed, reshuffle_each_iteration=not cached)
-    files = files.take(usable)
+    if not cached:
+        files = files.take(usable)
     if pipelines > 1:
         files = files.shard(pipelines, pipeline_id)
     return files
 
 
 def make_train_dataset(
-    cfg: Config, info: DatasetInfo, *, input_context=None, num_replicas: int = 1
+    cfg: Config,
+    info: DatasetInfo,
+    *,
+    input_context=None,
+    num_replicas: int = 1,
+    cached: bool | None = None,
 ) -> tf.data.Dataset:
     """The training dataset: `(images, labels)` batches, shuffled and augmented.
 
@@ -244,6 +265,9 @@ def make_train_dataset(
         input_context: given by `distribute_for_fit`: batch per replica and this pipeline's
             shard of the files. None: one pipeline, global batch over `num_replicas`.
         num_replicas: replicas sharing the global batch when `input_context` is None.
+        cached: whether decoded images are cached (`data/cache.py`); None: `use_cache` decides
+            here. Several workers must agree (their shards differ between the two ways), so
+            training decides once for all of them and passes it.
 
     Returns:
         A dataset of `(uint8 [B, S, S, 3], {"main": int32 [B], ...})`, S = model.input_size,
@@ -264,7 +288,8 @@ def make_train_dataset(
     batch, per_step, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
     size = cfg.model.input_size
 
-    cached = use_cache(cfg, info.train_files, pipelines)
+    if cached is None:
+        cached = use_cache(cfg, info.train_files, pipelines)
     files = train_files(
         cfg, info, input_context=input_context, num_replicas=num_replicas, cached=cached
     )
@@ -282,6 +307,7 @@ def make_train_dataset(
         files = files.cache()
         buffer = min(d.shuffle_buffer, info.train_size) or 1
         files = files.shuffle(buffer, seed=d.seed, reshuffle_each_iteration=True)
+        files = files.take(_usable_per_pipeline(cfg, info, input_context, num_replicas))
     if d.steps_per_epoch is not None:
         files = files.repeat()
     seeds = tf.data.Dataset.random(seed=aug_seed, rerandomize_each_iteration=True).batch(2)

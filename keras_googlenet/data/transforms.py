@@ -149,6 +149,8 @@ def _reverse(image, flags):
 
 
 def _flip(image, axis: int, active):
+    if active is True:  # p = 1: no branch to take
+        return tf.reverse(image, [axis])
     return tf.cond(tf.convert_to_tensor(active), lambda: tf.reverse(image, [axis]), lambda: image)
 
 

@@ -179,8 +179,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+# Keys a resume may change: where things are written, and how fast the input is read (runs made
+# before `data.cache: auto` became the default recorded `false`).
+RESUME_MAY_CHANGE = ("paths.", "data.cache")
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys whose values differ between two config dicts (`paths.*` ignored)."""
+    """Dotted keys whose values differ between two config dicts (`RESUME_MAY_CHANGE` ignored)."""
     a, b = _flatten(saved), _flatten(current)
     # A key added to the schema after the run started has its default in that run.
     defaults = _flatten(Config().to_dict())
@@ -188,7 +193,7 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return [
         k
         for k in keys
-        if not k.startswith("paths.")
+        if not k.startswith(RESUME_MAY_CHANGE)
         and a.get(k, defaults.get(k, "<absent>")) != b.get(k, defaults.get(k, "<absent>"))
     ]
 

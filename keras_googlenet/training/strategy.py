@@ -93,13 +93,18 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `strategy` spans several worker processes."""
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """The worker processes `strategy` spans (1 without a cluster): one input pipeline each."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
-        return False
+        return 1
     spec = resolver.cluster_spec()
-    return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+    return max(1, sum(spec.num_tasks(job) for job in spec.jobs))
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` spans several worker processes."""
+    return num_workers(strategy) > 1
 
 
 def worker_sum(strategy: tf.distribute.Strategy, values) -> list[float]:

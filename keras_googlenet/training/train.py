@@ -49,6 +49,7 @@ from keras_googlenet.training.strategy import (
     is_chief,
     is_multi_worker,
     make_strategy,
+    num_workers,
     patch_keras_for_multi_worker,
     stop_on_lost_worker,
     task_name,
@@ -74,13 +75,21 @@ def _datasets(cfg: Config, strategy, datasets):
         sample_fn = lambda: next(iter(train_ds.take(1)))  # noqa: E731
         return class_weights.with_class_weights(train_ds, weights), val_ds, info, sample_fn, None
     from keras_googlenet.data import pipeline as data
+    from keras_googlenet.data.cache import use_cache
     from keras_googlenet.data.dataset_info import read_dataset_info
 
     info = read_dataset_info(cfg)
     weights = class_weights.for_run(cfg, info, table)
+    cached = use_cache(cfg, info.train_files, num_workers(strategy))
+    if is_multi_worker(strategy):
+        # Cached or not, the files are sharded differently: every worker must go the same way.
+        agreed = worker_sum(strategy, [float(not cached)])[0] == 0
+        if agreed != cached:
+            log.info("data.cache auto: off: another worker has too little memory for it")
+        cached = agreed
 
     def train_dataset(ctx):
-        ds = data.make_train_dataset(cfg, info, input_context=ctx)
+        ds = data.make_train_dataset(cfg, info, input_context=ctx, cached=cached)
         return class_weights.with_class_weights(ds, weights)
 
     def val_dataset(ctx):
@@ -96,8 +105,7 @@ def _datasets(cfg: Config, strategy, datasets):
     val_steps = data.val_layout(info.val_size, replicas, per_replica).steps
     # One batch for TensorBoard's image grid: without the cache, which would first decode a
     # shuffle buffer's worth of images (10,000 by default) and then be thrown away.
-    uncached = apply_overrides(cfg, {"data.cache": False})
-    sample_fn = lambda: next(iter(data.make_train_dataset(uncached, info)))  # noqa: E731
+    sample_fn = lambda: next(iter(data.make_train_dataset(cfg, info, cached=False)))  # noqa: E731
     return train_data, val_data, info, sample_fn, val_steps
 
 
