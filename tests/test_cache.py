@@ -40,25 +40,25 @@ def test_decoded_bytes_reads_header_sizes(tmp_path):
     )
 
 
+def _cgroup(folder, files: dict):
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
 def test_cgroup_limit_leaves_page_cache_as_free(tmp_path, monkeypatch):
-    v2 = tmp_path / "v2"
-    v2.mkdir()
-    (v2 / "memory.max").write_text("1000000\n")
-    (v2 / "memory.current").write_text("700000\n")
-    (v2 / "memory.stat").write_text("anon 400000\ninactive_file 250000\nactive_file 50000\n")
-    assert cache_mod._cgroup_free(v2) == 1000000 - 700000 + 250000
-    (v2 / "memory.max").write_text("max\n")  # no limit here
-    assert cache_mod._cgroup_free(v2) is None
-    v1 = tmp_path / "v1"
-    v1.mkdir()
-    (v1 / "memory.limit_in_bytes").write_text("2000000\n")
-    (v1 / "memory.usage_in_bytes").write_text("1500000\n")
-    (v1 / "memory.stat").write_text("cache 600000\ntotal_inactive_file 300000\n")
-    assert cache_mod._cgroup_free(v1) == 2000000 - 1500000 + 300000
-    (v1 / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1's "no limit"
-    assert cache_mod._cgroup_free(v1) is None
+    stat_v2 = "anon 400000\ninactive_file 250000\nactive_file 50000\n"
+    v2 = _cgroup(tmp_path / "v2", {"memory.current": "700000\n", "memory.stat": stat_v2})
+    for limit, free in (("max\n", None), ("1000000\n", 1000000 - 700000 + 250000)):
+        _cgroup(v2, {"memory.max": limit})  # "max": no limit at this level
+        assert cache_mod._cgroup_free(v2) == free
+    stat_v1 = "cache 600000\ntotal_inactive_file 300000\n"
+    v1 = _cgroup(tmp_path / "v1", {"memory.usage_in_bytes": "1500000", "memory.stat": stat_v1})
+    for limit, free in ((str(2**63 - 4096), None), ("2000000", 2000000 - 1500000 + 300000)):
+        _cgroup(v1, {"memory.limit_in_bytes": limit})  # 2**63 - 4096: v1's "no limit"
+        assert cache_mod._cgroup_free(v1) == free
     # the tightest limit on the way up to the root wins over MemAvailable
-    (v2 / "memory.max").write_text("1000000\n")
     monkeypatch.setattr(cache_mod, "_cgroup_dirs", lambda: [tmp_path / "none", v2, v1])
     assert cache_mod.available_memory() == 550000
 
