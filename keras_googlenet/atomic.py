@@ -24,13 +24,40 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Makes the finished file `tmp` durable and renames it to `path` (same folder).
+
+    The data is flushed to disk before the rename and the rename itself after it (an fsync of
+    the folder), so a power cut leaves the old file or the whole new one.
+    """
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_folder(Path(path).parent)
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """fsyncs a folder, so the renames and deletions in it survive a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without folder handles (Windows): the rename stands alone
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

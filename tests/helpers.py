@@ -79,6 +79,7 @@ def write_processed_dataset(
 # Configs and the command line.
 
 REPO = Path(__file__).resolve().parents[1]
+FAULTS = Path(__file__).resolve().parent / "faults.py"  # `keras-googlenet`, with test faults
 SIZE = 65  # the smallest input the aux heads accept: the fastest GoogLeNet there is
 
 
@@ -105,11 +106,12 @@ def tiny_config(data_dir, **extra):
 
 
 def run_train_cli(args, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
-    """Runs `keras-googlenet train ARGS` in a fresh process."""
+    """Runs `keras-googlenet train ARGS` in a fresh process, with the faults `env_extra` asks
+    for (tests/faults.py)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "keras_googlenet", "train", *map(str, args)],
+        [sys.executable, str(FAULTS), "train", *map(str, args)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -172,7 +174,8 @@ def _build_run(root: Path) -> Path:
     """Trains with the real CLI, kills it mid-epoch 2 (SIGKILL, like a power cut), then resumes
     it in this process with `train()`: every test of evaluate/export/predict runs on a resumed
     run."""
-    from keras_googlenet.training.callbacks import KILL_ENV
+    from faults import KILL_ENV
+
     from keras_googlenet.training.run_dir import RunDir
     from keras_googlenet.training.train import train
 
@@ -183,7 +186,7 @@ def _build_run(root: Path) -> Path:
         args += ["--set", f"{key}={'null' if value is None else value}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), KILL_ENV: str(TINY_RUN_KILL_AT_STEP)}
     killed = subprocess.run(
-        [sys.executable, "-m", "keras_googlenet", "train", *args],
+        [sys.executable, str(FAULTS), "train", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

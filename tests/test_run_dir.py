@@ -5,13 +5,13 @@ to do."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
 import keras
 import numpy as np
 import pytest
+from faults import KILL_DURING_ENV, KILL_ENV
 from helpers import (
     REPO,
     Crash,
@@ -24,12 +24,7 @@ from helpers import (
 )
 
 from keras_googlenet.errors import UserError
-from keras_googlenet.training.callbacks import (
-    KILL_DURING_ENV,
-    KILL_ENV,
-    ResumableBackup,
-    read_backup_state,
-)
+from keras_googlenet.training import state as run_state_file
 from keras_googlenet.training.checkpoints import load_checkpoint
 from keras_googlenet.training.history import read_history, truncate_history
 from keras_googlenet.training.resume import (
@@ -89,7 +84,7 @@ def test_kill_twice_mid_epoch_then_resume(tmp_path):
     first = run_train_cli(args, {KILL_ENV: "3"})
     assert first.returncode == -9, first.stderr[-2000:]
     assert [r["epoch"] for r in read_history(run.history)] == [0]
-    assert json.loads((run.backup / "state.json").read_text())["epoch"] == 1
+    assert run_state_file.read_state(run.backup).epoch == 1
     assert not run.done.exists()
 
     # 2nd crash: resumed at step 2, epoch 2 finishes (steps 3-4), killed in epoch 3 (step 5).
@@ -97,7 +92,7 @@ def test_kill_twice_mid_epoch_then_resume(tmp_path):
     assert second.returncode == -9, second.stderr[-2000:]
     assert "resuming after epoch 1 of 3" in second.stderr
     assert [r["epoch"] for r in read_history(run.history)] == [0, 1]
-    assert json.loads((run.backup / "state.json").read_text())["step"] == 2 * STEPS
+    assert run_state_file.read_state(run.backup).stream_step == 2 * STEPS
 
     third = run_train_cli(args)
     assert third.returncode == 0, third.stderr[-3000:]
@@ -122,6 +117,8 @@ def test_kill_twice_mid_epoch_then_resume(tmp_path):
     assert [p.name for p in run.epoch_checkpoints()] == ["epoch_002.keras"]
     log = run.logfile("output.log").read_text()
     assert log.count("epoch 1/3:") == 1 and log.count("epoch 3/3:") == 1
+    # Exactly epochs x steps optimizer steps, whatever the kills cost.
+    assert int(keras.models.load_model(run.last).optimizer.iterations) == EPOCHS * STEPS
 
     # Started again: finished, says so, exit 0, nothing rewritten.
     before = run.history.read_text()
@@ -141,37 +138,42 @@ def test_backup_every_n_steps_restores_weights_and_optimizer(tmp_path):
     x, y = np.ones((10, 3), "float32"), np.zeros((10, 2), "float32")
     backup = tmp_path / "backup"
     model = _tiny_model()
+    state = run_state_file.RunState(steps_per_epoch=5)
+    keeper = run_state_file.StateKeeper(backup, state, every=2)
+    saved = {}
+    probe = keras.callbacks.LambdaCallback(  # the weights each mid-epoch save wrote
+        on_train_batch_begin=lambda batch, logs: saved.update(
+            {state.stream_step: [w.copy() for w in model.get_weights()]}
+        )
+    )
     with pytest.raises(Crash):
         model.fit(
-            x,
-            y,
-            batch_size=2,
-            epochs=3,
-            verbose=0,
-            callbacks=[ResumableBackup(backup, save_freq=2), crash_at_step(7)],
+            x, y, batch_size=2, epochs=3, verbose=0, callbacks=[keeper, probe, crash_at_step(7)]
         )
-    # Epoch 1 (5 steps) finished and was backed up; epoch 2 was backed up after its 2nd step
-    # (step 7, just before the crash): epoch count 1, one weights file.
-    state = read_backup_state(backup)
-    assert state == {"epoch": 1, "step": 7, "weights": "backup_000000007.weights.h5"}
-    assert [p.name for p in backup.glob("*.weights.h5")] == [state["weights"]]
-    saved = [w.copy() for w in model.get_weights()]
+    # Epoch 1 (5 steps) finished and was saved; epoch 2 was saved when its 2nd step began
+    # (stream step 6, before the crash at the end of step 7).
+    got = run_state_file.read_state(backup)
+    assert (got.epoch, got.step, got.iterations, got.stream_step) == (1, 1, 6, 6)
+    assert [p.name for p in backup.iterdir()] == ["state.weights.h5"]
 
     fresh = _tiny_model()
-    seen = []
-    probe = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: seen.append((epoch, int(fresh.optimizer.iterations)))
-    )
-    restore = ResumableBackup(backup, save_freq=2)
-    restore.set_model(fresh)
-    restore.on_train_begin()  # what fit does first
-    assert int(fresh.optimizer.iterations) == 7
-    for a, b in zip(fresh.get_weights(), saved, strict=True):
+    fresh.optimizer.build(fresh.trainable_variables)
+    restored, metrics = run_state_file.restore(fresh, backup)
+    assert int(fresh.optimizer.iterations) == 6 and metrics is not None
+    for a, b in zip(fresh.get_weights(), saved[6], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    history = fresh.fit(x, y, batch_size=2, epochs=3, verbose=0, callbacks=[restore, probe])
-    # The interrupted epoch 2 is rerun from its start (as Keras does), then epoch 3.
-    assert [e for e, _ in seen] == [1, 2] and len(history.history["loss"]) == 2
-    assert read_backup_state(backup)["epoch"] == 3
+    # The rest of epoch 2 (4 steps, from its 2nd batch), then epoch 3: 15 steps in all.
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+    rest = run_state_file.StateKeeper(backup, restored, first_step=1, metrics=metrics)
+    fresh.fit(
+        x[2:], y[2:], batch_size=2, initial_epoch=1, epochs=2, verbose=0, callbacks=[rest, probe]
+    )
+    after = run_state_file.StateKeeper(backup, restored)
+    fresh.fit(x, y, batch_size=2, initial_epoch=2, epochs=3, verbose=0, callbacks=[after, probe])
+    assert seen == [1, 2]
+    assert run_state_file.read_state(backup).epoch == 3
+    assert int(fresh.optimizer.iterations) == 15
 
 
 def test_truncate_history_and_purge_events(tmp_path):
@@ -248,18 +250,21 @@ def test_kill_resume_keeps_ema_and_early_stopping(tmp_path):
         args += ["--set", value]
     killed = run_train_cli(args, {KILL_ENV: "3"})  # step 3: the middle of epoch 2
     assert killed.returncode == -9, killed.stderr[-2000:]
-    state = read_backup_state(run.backup)
-    assert state["epoch"] == 1
-    assert json.loads((run.backup / "early_stopping.json").read_text())["1"]["wait"] == 0
+    state = run_state_file.read_state(run.backup)
+    assert state.epoch == 1
+    assert state.early_stopping["wait"] == 0
 
-    # EMA: last.keras (epoch 1) holds the averages as its weights; the backup holds the raw
-    # weights and, as optimizer variables, the same averages.
+    # EMA: last.keras (epoch 1) holds the averages as its weights; the run state holds the
+    # raw weights and the same averages.
+    from keras_googlenet.training.ema import ExponentialMovingAverage
+
     cfg = load_config(REPO / "configs" / "smoke.yaml", overrides)
     restored = load_checkpoint(run.last)
     model = compile_model(keras.models.clone_model(restored), cfg)
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(run.backup / state["weights"])
-    ema = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    averages = ExponentialMovingAverage(model, 0.5)
+    run_state_file.restore(model, run.backup, averages)
+    ema = averages.averages()
     raw = [v.numpy() for v in model.trainable_variables]
     saved = [v.numpy() for v in restored.trainable_variables]
     for a, s in zip(ema, saved, strict=True):
@@ -348,7 +353,8 @@ def test_sigterm_then_kills_during_each_write_then_resume(tmp_path):
     assert term.returncode == 143, term.stderr[-2000:]
     last_line = term.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: stopped by SIGTERM after step 4 (in epoch 2)")
-    assert read_backup_state(run.backup) | {"weights": ""} == {"epoch": 1, "step": 4, "weights": ""}
+    state = run_state_file.read_state(run.backup)
+    assert (state.epoch, state.step, state.stream_step) == (1, 1, 4)
     assert [r["epoch"] for r in read_history(run.history)] == [0]
 
     # Killed while last.keras of epoch 2 is being written (the temporary file only).
@@ -359,18 +365,19 @@ def test_sigterm_then_kills_during_each_write_then_resume(tmp_path):
     # Killed with half of epoch 2's history row written.
     half = run_train_cli(args, {KILL_DURING_ENV: "history:1"})
     assert half.returncode == -9, half.stderr[-2000:]
+    assert "resuming after epoch 1 of 2 (step 4)" in half.stderr
     assert run.history.read_text().endswith("9,0.12")
 
     # Killed inside the backup write at the end of epoch 2: history row and last.keras are
     # there, the backup still says epoch 1 ...
     back = run_train_cli(args, {KILL_DURING_ENV: "backup:1"})
     assert back.returncode == -9, back.stderr[-2000:]
-    # epoch 2's whole row and the half line of the killed run
-    assert "dropped what the interrupted epoch 2 had written: 2 history row(s)" in back.stderr
-    assert read_backup_state(run.backup)["epoch"] == 1
-    # ... and then the backup file is cut short (a full disk, a bad copy): the run falls back
+    # the half line of the killed run
+    assert "written after the saved state (epoch 2 on): 1 history row(s)" in back.stderr
+    assert run_state_file.read_state(run.backup).epoch == 1
+    # ... and then the state file is cut short (a full disk, a bad copy): the run falls back
     # to last.keras and history.csv, says so, and finishes.
-    weights = run.backup / read_backup_state(run.backup)["weights"]
+    weights = run_state_file.state_path(run.backup)
     weights.write_bytes(weights.read_bytes()[:100])
     final = run_train_cli(args)
     assert final.returncode == 0, final.stderr[-3000:]
@@ -383,9 +390,9 @@ def test_sigterm_then_kills_during_each_write_then_resume(tmp_path):
     steps_seen = scalar_steps(run.tensorboard)
     for tag in ("train/epoch_loss", "validation/epoch_main_top1"):
         assert steps_seen[tag] == list(range(epochs)), (tag, steps_seen[tag])
-    # The optimizer went on from step 4: 3 + 1 (preempted) + 3 (epoch 2 again) steps.
+    # Exactly epochs x steps optimizer steps: epoch 2 went on from its step 2 each time.
     model = keras.models.load_model(run.last)
-    assert int(model.optimizer.iterations) == 7
+    assert int(model.optimizer.iterations) == epochs * steps
 
 
 # Damaged run folders, checked without training.
@@ -407,6 +414,8 @@ def files(tmp_path_factory):
     model = _model()
     model.save_weights(root / "good.weights.h5")
     model.save(root / "good.keras")
+    for epoch in (1, 2):
+        run_state_file.save(model, root / f"state_{epoch}", run_state_file.RunState(epoch=epoch))
     return root
 
 
@@ -417,11 +426,9 @@ def _run(tmp_path, files, *, rows=2, backup_epoch=2, weights="good", last="good"
     run.history.write_text(HEADER + "".join(f"{e},1.0,0.5\n" for e in range(rows)))
     if backup_epoch is not None:
         run.backup.mkdir()
-        name = "backup_000000004.weights.h5"
-        data = (files / "good.weights.h5").read_bytes()
-        (run.backup / name).write_bytes(data if weights == "good" else data[: len(data) // 3])
-        state = {"epoch": backup_epoch, "step": 4, "weights": name}
-        (run.backup / "state.json").write_text(json.dumps(state))
+        data = run_state_file.state_path(files / f"state_{backup_epoch}").read_bytes()
+        target = run_state_file.state_path(run.backup)
+        target.write_bytes(data if weights == "good" else data[: len(data) // 3])
     if last is not None:
         data = (files / "good.keras").read_bytes()
         run.last.write_bytes(data if last == "good" else data[:200])
@@ -442,12 +449,12 @@ def test_truncated_backup_falls_back_to_last_and_history(tmp_path, files, caplog
     with caplog.at_level(logging.WARNING, logger="keras_googlenet"):
         point = resume_point(run, run, chief=True)
     assert point.epoch == 2 and point.from_last
-    assert "backup_000000004.weights.h5" in caplog.text and "last.keras" in caplog.text
+    assert "state.weights.h5" in caplog.text and "last.keras" in caplog.text
 
 
 def test_unreadable_state_or_no_backup_falls_back(tmp_path, files):
     run = _run(tmp_path, files)
-    (run.backup / "state.json").write_text('{"epoch": 2, "st')
+    run_state_file.state_path(run.backup).write_text('{"epoch": 2, "st')
     assert resume_point(run, run, chief=True) == resume_point(run, run, chief=True)
     assert resume_point(run, run, chief=True).from_last
     run2 = _run(tmp_path / "b", files, backup_epoch=None)
@@ -460,7 +467,7 @@ def test_damaged_backup_and_last_is_one_line_with_what_to_do(tmp_path, files):
     with pytest.raises(UserError, match=r"last\.keras: not a readable .*add --restart"):
         resume_point(run, run, chief=True)
     run.last.unlink()
-    with pytest.raises(UserError, match=r"last\.keras: missing, and the resume backup"):
+    with pytest.raises(UserError, match=r"last\.keras: missing, and the run state"):
         resume_point(run, run, chief=True)
 
 

@@ -17,11 +17,12 @@ import sys
 import textwrap
 
 import pytest
-from helpers import REPO, tiny_overrides, write_processed_dataset
+from faults import KILL_ENV
+from helpers import FAULTS, REPO, tiny_overrides, write_processed_dataset
 
-from keras_googlenet.training.callbacks import KILL_ENV, read_backup_state
 from keras_googlenet.training.history import read_history
 from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.state import read_state
 from keras_googlenet.training.strategy import WORKER_LOST
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -304,8 +305,7 @@ def test_multi_worker_restart_preemption_lost_worker_and_resume(tmp_path):
     run = RunDir(tmp_path / "run-2")  # --restart leaves run/ alone
     args = [
         sys.executable,
-        "-m",
-        "keras_googlenet",
+        str(FAULTS),
         "train",
         "--config",
         str(REPO / "configs" / "smoke.yaml"),
@@ -325,8 +325,8 @@ def test_multi_worker_restart_preemption_lost_worker_and_resume(tmp_path):
         assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM"), err[-3000:]
     assert "SIGTERM on another worker after step 1 (in epoch 1)" in results[0][1]
     assert "SIGTERM after step 1 (in epoch 1)" in results[1][1]
-    assert read_backup_state(run.backup)["step"] == 1
-    assert read_backup_state(worker_dir / "backup")["step"] == 1
+    assert read_state(run.backup).stream_step == 1
+    assert read_state(worker_dir / "backup").stream_step == 1
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["notes.txt"]
     assert read_history(run.history) == []
 

@@ -106,7 +106,7 @@ class OptimizerConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     clipnorm: float | None = None
-    # Keras's use_ema: an exponential moving average of the weights, which validation,
+    # An exponential moving average of the weights (training/ema.py), which validation,
     # checkpoints, evaluation and export use; ema_momentum in (0, 1), nearer 1 = slower.
     ema: bool = False
     ema_momentum: float = 0.99

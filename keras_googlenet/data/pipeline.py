@@ -7,16 +7,21 @@ layer subtracts the mean and divides by `data.std_rgb` (`build_googlenet(..., me
 so an exported model takes the same raw images. Labels are a dict keyed by the model's outputs
 (`{"main", "aux_4a", "aux_4d"}`, int32 class ids), as Keras 3 matches labels to outputs by name.
 
-Training order, per input pipeline (one per worker):
+Training order, per input pipeline (one per worker), pass after pass (an epoch is one pass, or
+`data.steps_per_epoch` steps of the stream):
 
-    file list --shuffle (whole list, seeded: the same on every worker)--> shard over workers
-    --> read + decode (+ first crop, JPEG window only) + augment, parallel --> batch (drop
-    remainder) --> labels per head --> prefetch
+    file list --shuffle (whole list, seeded by data.seed and the pass: the same on every
+    worker)--> shard over workers --> read + decode (+ first crop, JPEG window only) + augment
+    (seeded by pass and place), parallel --> batch (drop remainder) --> labels per head
+    --> prefetch
 
 With the decoded images cached (`data.cache`, see cache.py), the first part runs once:
 
-    file list --shuffle once--> shard --> read + decode --> cache --> shuffle (each epoch)
-    --> cut to whole batches --> augment --> batch ...
+    file list --shuffle once--> shard --> read + decode --> cache --> shuffle (seeded by the
+    pass) --> cut to whole batches --> augment --> batch ...
+
+Nothing in the order depends on how often a dataset was iterated: a resumed run starts the
+stream at its step (`make_train_dataset(start_step=...)`) and sees the batches it would have.
 """
 
 from __future__ import annotations
@@ -215,6 +220,19 @@ def _usable_per_pipeline(cfg: Config, info: DatasetInfo, input_context, num_repl
     return usable
 
 
+def steps_per_pass(cfg: Config, info: DatasetInfo, input_context=None, num_replicas=1) -> int:
+    """Training steps in one pass over the files: whole batches, the same in every pipeline."""
+    _, per_step, _, _ = _batch_for(cfg, input_context, num_replicas)
+    return _usable_per_pipeline(cfg, info, input_context, num_replicas) // per_step
+
+
+def _pass_seed(seed: int, epoch_pass: int) -> int:
+    """The shuffle seed of pass `epoch_pass`: a pass's order is a function of `data.seed` and
+    the pass alone, so a resumed process draws the same order (never 0: TensorFlow's own
+    meaning for "no seed")."""
+    return (seed * 1_000_003 + epoch_pass) % (2**31 - 1) + 1
+
+
 def train_files(
     cfg: Config,
     info: DatasetInfo,
@@ -222,16 +240,17 @@ def train_files(
     input_context=None,
     num_replicas: int = 1,
     cached: bool = False,
+    epoch_pass: int = 0,
 ):
-    """The (path, label) dataset one training pipeline reads, before decoding.
+    """The (path, label) dataset one training pipeline reads in pass `epoch_pass`, undecoded.
 
-    The whole file list is shuffled with `data.seed`, the same way on every worker (a new order
-    each epoch), then cut to a multiple of what all pipelines consume per step and sharded, so
-    every pipeline gets the same number of full batches and each example is read at most once
-    per epoch across workers (the few left over change each epoch, like a dropped remainder).
-    With `cached`, the order is drawn once and nothing is cut: each pipeline caches its whole
+    The whole file list is shuffled by (`data.seed`, pass), the same way on every worker, then
+    cut to a multiple of what all pipelines consume per step and sharded, so every pipeline gets
+    the same number of full batches and each example is read at most once per pass across
+    workers (the few left over change each pass, like a dropped remainder). With `cached`, the
+    order is drawn once (by `data.seed`) and nothing is cut: each pipeline caches its whole
     shard, and `make_train_dataset` shuffles the decoded images and cuts after the cache, so
-    the few left over still change each epoch.
+    the few left over still change each pass.
     """
     _, _, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
     usable = _usable_per_pipeline(cfg, info, input_context, num_replicas) * pipelines
@@ -241,7 +260,8 @@ def train_files(
     )
     # Shuffled even when cached: a CSV sorted by class would otherwise fill the cache (and a
     # shuffle buffer smaller than the set after it) one class at a time.
-    files = files.shuffle(n, seed=cfg.data.seed, reshuffle_each_iteration=not cached)
+    seed = cfg.data.seed if cached else _pass_seed(cfg.data.seed, epoch_pass)
+    files = files.shuffle(n, seed=seed, reshuffle_each_iteration=False)
     if not cached:
         files = files.take(usable)
     if pipelines > 1:
@@ -256,8 +276,18 @@ def make_train_dataset(
     input_context=None,
     num_replicas: int = 1,
     cached: bool | None = None,
+    start_step: int = 0,
+    passes: int = 1,
 ) -> tf.data.Dataset:
-    """The training dataset: `(images, labels)` batches, shuffled and augmented.
+    """The training stream: `(images, labels)` batches, shuffled and augmented, from step
+    `start_step` on, for `passes` passes over the training files.
+
+    Pass p's order and each image's augmentation are functions of `data.seed`, p, the pipeline
+    and the image's place in the pass, never of how often a dataset was iterated before: a
+    run resumed at step `start_step` (epochs x steps per epoch + steps into the epoch) gets the
+    very batches the stopped process would have trained on next (in the same order with
+    `data.deterministic`; without it, parallel decoding may swap a few neighbours). An epoch is
+    one pass (`steps_per_pass` steps), or `data.steps_per_epoch` steps cut from the stream.
 
     Args:
         cfg: the config (`data.*`, `model.input_size`, `model.aux_heads`).
@@ -268,11 +298,12 @@ def make_train_dataset(
         cached: whether decoded images are cached (`data/cache.py`); None: `use_cache` decides
             here. Several workers must agree (their shards differ between the two ways), so
             training decides once for all of them and passes it.
+        start_step: the first step of the stream (this pipeline's steps, not images).
+        passes: the passes to yield, from the one `start_step` is in.
 
     Returns:
         A dataset of `(uint8 [B, S, S, 3], {"main": int32 [B], ...})`, S = model.input_size,
-        raw 0-255 pixels. One pass over the train CSV per iteration (reshuffled each time);
-        infinite (`repeat`) when `data.steps_per_epoch` is set.
+        raw 0-255 pixels.
 
     Raises:
         ConfigError: augmentation lists that do not produce model.input_size images.
@@ -287,36 +318,54 @@ def make_train_dataset(
         _check_albumentations_output(cfg, info, augment, albumentations)
     batch, per_step, pipelines, pipeline_id = _batch_for(cfg, input_context, num_replicas)
     size = cfg.model.input_size
+    pass_steps = steps_per_pass(cfg, info, input_context, num_replicas)
+    first_pass, skip_steps = divmod(int(start_step), pass_steps)
+    usable = pass_steps * per_step
 
     if cached is None:
         cached = use_cache(cfg, info.train_files, pipelines)
-    files = train_files(
-        cfg, info, input_context=input_context, num_replicas=num_replicas, cached=cached
-    )
-    aug_seed = None
-    if d.deterministic:
-        aug_seed = d.seed + 1_000_003 * pipeline_id
     if cached:
-        # Decoded whole images are cached; shuffling must then come after the cache (else every
-        # epoch would replay the first epoch's order) and hold decoded images.
-        files = files.map(
+        # Decoded whole images are cached once; each pass then shuffles them (so the order
+        # must be drawn after the cache) and cuts whole batches.
+        files = train_files(cfg, info, input_context=input_context, cached=True)
+        decoded = files.map(
             lambda p, y: (decode_rgb(tf.io.read_file(p)), y), num_parallel_calls=tf.data.AUTOTUNE
         )
         if d.on_bad_image == "skip":
-            files = files.ignore_errors(log_warning=True)
-        files = files.cache()
+            decoded = decoded.ignore_errors(log_warning=True)
+        decoded = decoded.cache()
         buffer = min(d.shuffle_buffer, info.train_size) or 1
-        files = files.shuffle(buffer, seed=d.seed, reshuffle_each_iteration=True)
-        files = files.take(_usable_per_pipeline(cfg, info, input_context, num_replicas))
-    if d.steps_per_epoch is not None:
-        files = files.repeat()
-    seeds = tf.data.Dataset.random(seed=aug_seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip((files, seeds))
 
+    def one_pass(epoch_pass: int):
+        """Pass `epoch_pass`'s (item, augmentation seed) pairs; no functions in it, so each
+        pass costs no tracing (the maps below run once over the whole stream)."""
+        if cached:
+            seed = _pass_seed(d.seed, epoch_pass)
+            items = decoded.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+            items = items.take(usable)
+        else:
+            items = train_files(
+                cfg,
+                info,
+                input_context=input_context,
+                num_replicas=num_replicas,
+                epoch_pass=epoch_pass,
+            )
+        place = tf.data.Dataset.range(epoch_pass * 2**31, epoch_pass * 2**31 + usable)
+        return tf.data.Dataset.zip((items, place))
+
+    stream = None
+    for epoch_pass in range(first_pass, first_pass + max(1, passes)):
+        ds = one_pass(epoch_pass)
+        if epoch_pass == first_pass and skip_steps:
+            ds = ds.skip(skip_steps * per_step)  # a resumed pass: what was already trained
+        stream = ds if stream is None else stream.concatenate(ds)
+    aug_base = tf.constant(d.seed + 1_000_003 * pipeline_id, tf.int64)
     window = window_decode_pays(augment, info.train_files[0])
 
-    def load(item, seed):
+    def load(item, place):
         source, label = item
+        seed = tf.stack([aug_base, place])  # stateless: (pipeline, pass, place in the pass)
         if cached:
             image = augment(source, seed)
             if albumentations is not None:
@@ -326,7 +375,7 @@ def make_train_dataset(
             image = decode_and_augment(contents, seed, augment, albumentations, window)
         return tf.ensure_shape(image, [size, size, 3]), label
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = stream.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if d.on_bad_image == "skip" and (not cached or albumentations is not None):
         # Files that looked fine to `probe_image` but fail to decode: dropped, one warning each.
         # Cached images were decoded, and bad files dropped, before the cache; skipping again
@@ -343,6 +392,13 @@ def make_train_dataset(
     return ds.with_options(
         _options(cfg, deterministic=d.deterministic, sharded=input_context is not None)
     )
+
+
+def passes_for(start_step: int, steps: int, pass_steps: int) -> int:
+    """Passes a stream from `start_step` must hold to give `steps` steps."""
+    first = start_step // pass_steps
+    last = (start_step + steps - 1) // pass_steps
+    return last - first + 1
 
 
 def make_val_dataset(

@@ -1,22 +1,25 @@
-"""The callbacks of a training run, beyond Keras's own, and the restart housekeeping they need.
+"""The callbacks of a training run, beyond Keras's own, and the order `fit` runs them in.
 
 Order matters in `model.fit`'s callback list (each sees the same `logs` dict in turn):
-schedule -> EpochStats (adds learning_rate, images_per_second) -> checkpoints -> CSV history ->
-TensorBoard -> the epoch log line -> ReduceLROnPlateau (changes the rate for the next epoch) ->
-the resume backup, last (then only `preemption.StopOnSignal`, which writes it on SIGTERM), so
-that a backup never claims an epoch whose history, TensorBoard summaries and checkpoints are not
-yet on disk. A crash between those writes and the backup
-reruns that epoch; `history.truncate_history` and `tensorboard.purge_events` then drop what
-the lost run wrote.
 
-With `optimizer.ema`, `EmaWeightsIn` goes just before the checkpoints and `EmaWeightsOut` just
-before the backup (training/ema.py); `training.early_stopping` goes after the plateau.
+    schedule -> EpochStats (adds learning_rate, images_per_second) -> StopOnNaN -> EMA ->
+    checkpoints -> history.csv -> TensorBoard -> the epoch log line -> ReduceLROnPlateau
+    (changes the rate for the next epoch) -> EarlyStopping -> the run state (state.py),
+    then `preemption.StopOnSignal`, which saves it on SIGTERM,
+
+so that the run state never claims an epoch whose history row, TensorBoard summaries and
+checkpoints are not yet on disk. A crash between those writes and the state's reruns nothing:
+the resumed run drops what the lost process wrote after its last state (`history.truncate_history`,
+`tensorboard.purge_events`) and trains on from that state's step.
+
+No callback here acts at a step's end: Keras then runs the batch-end hooks without waiting for
+each step (the ones that act per step do so when the next one begins).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -24,12 +27,10 @@ from pathlib import Path
 
 import keras
 
-from keras_googlenet.atomic import atomic_write_text
-from keras_googlenet.training.preemption import StopOnSignal
+from keras_googlenet import atomic
+from keras_googlenet.errors import UserError
 
 log = logging.getLogger("keras_googlenet")
-
-KILL_ENV = "KERAS_GOOGLENET_TEST_KILL_AT_STEP"  # test hook: see KillAtStep
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -41,20 +42,9 @@ class EpochStats(keras.callbacks.Callback):
         self.global_batch_size = global_batch_size
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._steps = 0
-        self._first_step = None
         self._start = time.perf_counter()
         self._train_end = None
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._first_step is None:  # not 0 when a resumed run starts mid-epoch
-            self._first_step = batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        # `batch` is the last step Keras ran: with steps_per_execution > 1 this is called once
-        # per group of steps, so counting calls would undercount.
-        self._steps = batch + 1 - self._first_step
 
     def on_test_begin(self, logs=None):
         if self._train_end is None:
@@ -62,8 +52,24 @@ class EpochStats(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = (self._train_end or time.perf_counter()) - self._start
+        steps = self.params.get("steps") or 0  # this fit's steps per epoch
         logs["learning_rate"] = self._lr
-        logs["images_per_second"] = self._steps * self.global_batch_size / max(seconds, 1e-9)
+        logs["images_per_second"] = steps * self.global_batch_size / max(seconds, 1e-9)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops the run when an epoch's loss is NaN or infinite, before anything of that epoch is
+    saved (the run state stays at the last good epoch). Checked once an epoch, not after each
+    step as Keras's TerminateOnNaN does, which would wait for every step."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise UserError(
+                f"the loss became NaN or infinite in epoch {epoch + 1}; nothing of that epoch "
+                "was saved (lower optimizer.lr, or check the data)",
+                exit_code=1,
+            )
 
 
 class EpochLogLine(keras.callbacks.Callback):
@@ -99,242 +105,119 @@ class EpochLogLine(keras.callbacks.Callback):
         )
 
 
-class KillAtStep(keras.callbacks.Callback):
-    """Test hook: sends `signal_name` (default SIGKILL) to this process once the optimizer has
-    run `step` steps.
-
-    Enabled by the KERAS_GOOGLENET_TEST_KILL_AT_STEP environment variable ("STEP" or
-    "STEP:SIGTERM"), so the resume tests can crash a run at a known point, like a power cut
-    (no cleanup, no flush), or preempt it like a cloud scheduler.
-    """
-
-    def __init__(self, step: int, signal_name: str = "SIGKILL"):
-        super().__init__()
-        self.step = step
-        self.signal_name = signal_name
-        self._sent = False
-
-    def on_train_batch_end(self, batch, logs=None):
-        import signal
-
-        if self._sent:
-            return
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) >= self.step:
-            self._sent = True
-            os.kill(os.getpid(), getattr(signal, self.signal_name))
+def save_model_atomically(model, target: Path, source: Path | None = None) -> None:
+    """Saves `model` as a `.keras` file through a temporary name, or links `source` (a file
+    just saved from the same weights) under the new name; a kill leaves the old file whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    tmp.unlink(missing_ok=True)
+    if source is not None and source.is_file():
+        try:
+            os.link(source, tmp)  # same bytes; a later save of `source` replaces it
+        except OSError:
+            shutil.copyfile(source, tmp)
+    else:
+        model.save(tmp, overwrite=True)
+    atomic.commit(tmp, target)
 
 
-KILL_DURING_ENV = "KERAS_GOOGLENET_TEST_KILL_DURING"  # test hook: "backup:N", "checkpoint:N", ...
-_kill_counts: dict[str, int] = {}
-
-
-def test_kill_point(kind: str, half_line_to: Path | None = None) -> None:
-    """Test hook: SIGKILLs this process the N-th time a write of `kind` is under way.
-
-    KERAS_GOOGLENET_TEST_KILL_DURING=KIND:N (kinds: `backup`, `checkpoint`, `history`) lets
-    the resume tests cut a run in the middle of a write, like a power cut. `half_line_to`: a
-    CSV file that first gets half a row, as a write cut short leaves it.
-    """
-    wanted = os.environ.get(KILL_DURING_ENV, "")
-    if not wanted.startswith(f"{kind}:"):
-        return
-    _kill_counts[kind] = _kill_counts.get(kind, 0) + 1
-    if _kill_counts[kind] != int(wanted.split(":")[1]):
-        return
-    if half_line_to is not None:
-        with open(half_line_to, "a") as f:
-            f.write("9,0.12")
-            f.flush()
-            os.fsync(f.fileno())
-    import signal
-
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-class TestKill(keras.callbacks.Callback):
-    """Test hook placed after the CSV logger: a kill while history.csv's row is half written."""
-
-    def __init__(self, history: Path):
-        super().__init__()
-        self.history = Path(history)
-
-    def on_epoch_end(self, epoch, logs=None):
-        test_kill_point("history", half_line_to=self.history)
-
-
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that writes to a temporary name and renames it, so a kill during the
-    save leaves the previous checkpoint intact.
+class Checkpoints(keras.callbacks.Callback):
+    """last.keras after every epoch, best.keras when validation top-1 improves, and
+    epoch_NNN.keras every `every` epochs, each written atomically (with the EMA weights in the
+    model when `ema` is given).
 
     Args:
-        filepath: as ModelCheckpoint (a `.keras` path, may hold `{epoch:03d}`).
-        every: save only every N-th epoch.
-        source: a checkpoint already saved at this epoch's end (`last.keras`): linked (or
-            copied) instead of saving the same model again.
-        **kwargs: ModelCheckpoint's (`monitor`, `mode`, `save_best_only`,
-            `initial_value_threshold`).
+        run: the run folder (`RunDir`).
+        monitor: the logged value best.keras follows (higher is better).
+        best: the best value so far (a resumed run's), or None.
+        every: `training.checkpoint_interval`.
+        ema: the run's `ExponentialMovingAverage`, or None.
     """
 
-    def __init__(self, filepath, *, every: int = 1, source=None, **kwargs):
-        super().__init__(str(filepath), **kwargs)
+    def __init__(self, run, *, monitor: str, best: float | None, every: int, ema=None):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.best = best
         self.every = every
-        self.source = Path(source) if source else None
+        self.ema = ema
 
     def on_epoch_end(self, epoch, logs=None):
+        import contextlib
+
+        value = (logs or {}).get(self.monitor)
+        improved = value is not None and math.isfinite(float(value))
+        improved = improved and (self.best is None or float(value) > self.best)
+        swap = self.ema.averaged_weights() if self.ema else contextlib.nullcontext()
+        with swap:
+            save_model_atomically(self.model, self.run.last)
+        if improved:
+            save_model_atomically(self.model, self.run.best, source=self.run.last)
+            self.best = float(value)
         if (epoch + 1) % self.every == 0:
-            super().on_epoch_end(epoch, logs)
-
-    # Keras internals, on purpose: ModelCheckpoint has no public hook for *how* a file is
-    # written, so `_save_model` is overridden and reuses `_get_file_path` (the `{epoch}`
-    # formatting) and `_should_save_model` (save_best_only's comparison) rather than copying
-    # them. pyproject.toml caps keras below the next minor release; tests/test_train.py and
-    # tests/test_run_dir.py exercise every path.
-    def _save_model(self, epoch, batch, logs):
-        target = Path(self._get_file_path(epoch, batch, logs))
-        if not self._should_save_model(epoch, batch, logs, str(target)):
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
-        tmp.unlink(missing_ok=True)
-        if self.source is not None and self.source.is_file():
-            try:
-                os.link(self.source, tmp)  # same bytes; a later save of `source` replaces it
-            except OSError:
-                shutil.copyfile(self.source, tmp)
-        else:
-            self.model.save(tmp, overwrite=True)
-        test_kill_point("checkpoint")
-        os.replace(tmp, target)
+            target = self.run.epoch_checkpoint(epoch + 1)
+            save_model_atomically(self.model, target, source=self.run.last)
 
 
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose state is written atomically, at each epoch's end and (optionally)
-    every `save_freq` steps.
-
-    Keras writes `latest.weights.h5` in place, then `training_metadata.json`: a kill inside
-    either leaves a corrupt or mismatched pair. Here each backup is a new weights file (model
-    and optimizer variables: the learning rate, momenta and step count), and `state.json`, which
-    names it, is replaced atomically afterwards; older weights files are deleted after that.
-    Like Keras's, a restore restarts the interrupted epoch from its first step.
-    """
-
-    STATE = "state.json"
-
-    def __init__(self, backup_dir, save_freq="epoch"):
-        super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=False)
-        self.dir = Path(backup_dir)
-
-    def _load_model(self):
-        state = read_backup_state(self.dir)
-        if state is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.dir / state["weights"])
-        # How Keras's own BackupAndRestore tells `fit` where to resume (no public API does).
-        self.model._initial_epoch = state["epoch"]
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-        self._last_batch_seen = 0
-        self._batches_seen_since_last_saving = 0
-        self._save_model()  # at every epoch's end, whatever save_freq says
-
-    def _save_model(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        name = f"backup_{iterations:09d}.weights.h5"
-        tmp = self.dir / f".tmp_{name}"
-        self.model.save_weights(tmp, overwrite=True)
-        test_kill_point("backup")
-        os.replace(tmp, self.dir / name)
-        state = {"epoch": self._current_epoch, "step": iterations, "weights": name}
-        atomic_write_text(self.dir / self.STATE, json.dumps(state))
-        for old in self.dir.glob("*.weights.h5"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-
-def read_backup_state(backup_dir: str | Path) -> dict | None:
-    """The latest backup's `{"epoch": finished epochs, "step": ..., "weights": file}`, or None."""
-    backup_dir = Path(backup_dir)
-    try:
-        state = json.loads((backup_dir / ResumableBackup.STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not (backup_dir / state.get("weights", "")).is_file():
-        return None
-    return state
-
-
-def run_callbacks(
-    cfg, run, own, *, chief, initial_epoch, best, global_batch, stop_together=None
-) -> list:
-    """The callback list of a run's `fit`, in the order the module docstring explains.
+def run_callbacks(cfg, plan, run, own, keeper, *, chief, ema=None, stop_together=None) -> list:
+    """The callback list of one `fit`, in the order the module docstring explains.
 
     Args:
         cfg: the resolved config.
+        plan: the run's `Plan` (global batch, epochs).
         run: the run folder (`RunDir`); `own`: this worker's (the same on the chief).
+        keeper: the `state.StateKeeper` of this fit (counters and best are read from the
+            callbacks made here at each save).
         chief: whether this worker writes checkpoints, history and TensorBoard.
-        initial_epoch: the epoch a resumed run starts from (restores the plateau state).
-        best: the best validation top-1 so far (so `best.keras` is not overwritten by worse).
-        global_batch: images per step over all replicas (for images/s).
+        ema: the run's `ExponentialMovingAverage`, or None.
         stop_together: for `StopOnSignal` under several workers (see `preemption.py`).
     """
-    s, t = cfg.schedule, cfg.training
-    from keras_googlenet.training import early_stopping, ema, schedules, tensorboard
+    from keras_googlenet.training import early_stopping, schedules, tensorboard
+    from keras_googlenet.training.history import HistoryWriter
+    from keras_googlenet.training.preemption import StopOnSignal
 
+    s, t = cfg.schedule, cfg.training
+    state = keeper.state
     callbacks = [
         schedules.lr_scheduler(
             s, cfg.optimizer.lr, t.epochs, t.finetune.head_epochs, t.finetune.lr_factor
         ),
-        EpochStats(global_batch),
-        keras.callbacks.TerminateOnNaN(),
+        EpochStats(plan.global_batch),
+        StopOnNaN(),
     ]
-    ema_in = ema.EmaWeightsIn() if cfg.optimizer.ema else None
-    if ema_in:  # before the checkpoints: they save the EMA weights (see training/ema.py)
-        callbacks.append(ema_in)
+    if ema is not None:  # before the checkpoints, which save the averages
+        callbacks.append(ema)
     if chief:
-        monitor = dict(monitor=schedules.MONITOR, mode="max")
+        checkpoints = Checkpoints(
+            run,
+            monitor=schedules.MONITOR,
+            best=state.best,
+            every=t.checkpoint_interval,
+            ema=ema,
+        )
+        keeper.best = lambda: checkpoints.best
         callbacks += [
-            AtomicModelCheckpoint(run.last),  # first: the two below link to it
-            AtomicModelCheckpoint(
-                run.best,
-                source=run.last,
-                save_best_only=True,
-                initial_value_threshold=best,
-                **monitor,
-            ),
-            AtomicModelCheckpoint(
-                run.checkpoints / "epoch_{epoch:03d}.keras",
-                source=run.last,
-                every=t.checkpoint_interval,
-            ),
-            keras.callbacks.CSVLogger(str(run.history), append=True),
-            TestKill(run.history),  # does nothing unless the test hook asks
+            checkpoints,
+            HistoryWriter(run.history),
             tensorboard.RunTensorBoard(
                 run.tensorboard, profile_batches=cfg.logging.profile_batches
             ),
         ]
     callbacks.append(EpochLogLine(t.epochs))
+    keeper.counters = {}
     if s.name == "plateau":
         plateau = schedules.PersistentReduceLROnPlateau(
-            own.backup / "plateau.json",
             warmup_epochs=s.warmup_epochs,
             factor=s.factor,
             patience=s.patience,
             min_lr=s.min_lr,
         )
-        if initial_epoch:
-            plateau.restore(initial_epoch)
+        plateau.restore(state.plateau)
+        keeper.counters["plateau"] = plateau
         callbacks.append(plateau)
     if t.early_stopping.patience is not None:
-        callbacks.append(early_stopping.for_run(t.early_stopping, own.backup, initial_epoch))
-    if ema_in:  # the backup keeps the raw weights and the averages where training left them
-        callbacks.append(ema.EmaWeightsOut(ema_in))
-    if os.environ.get(KILL_ENV):  # before the backup: a signal it sends is seen at that step
-        step, _, signal_name = os.environ[KILL_ENV].partition(":")
-        callbacks.append(KillAtStep(int(step), signal_name or "SIGKILL"))
-    backup = ResumableBackup(own.backup, save_freq=t.backup_every)
-    callbacks += [backup, StopOnSignal(backup, stop_together=stop_together)]
+        early = early_stopping.for_run(t.early_stopping, state.early_stopping)
+        keeper.counters["early_stopping"] = early
+        callbacks.append(early)
+    callbacks += [keeper, StopOnSignal(keeper, stop_together, every=plan.agree_every)]
     return callbacks

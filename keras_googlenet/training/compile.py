@@ -86,10 +86,9 @@ def input_normalization(cfg: Config, dataset_mean_rgb) -> tuple[tuple, float]:
 
 def make_optimizer(o) -> keras.optimizers.Optimizer:
     """The optimizer of an `OptimizerConfig`, with a float learning rate (see schedules.py)."""
-    # use_ema: the optimizer keeps the moving average (training/ema.py puts it to use).
-    common = dict(
-        learning_rate=o.lr, clipnorm=o.clipnorm, use_ema=o.ema, ema_momentum=o.ema_momentum
-    )
+    # optimizer.ema is not the optimizer's use_ema: the average is kept beside the model
+    # (training/ema.py), so it outlives the phases' changes of the trainable set.
+    common = dict(learning_rate=o.lr, clipnorm=o.clipnorm)
     decay = o.weight_decay or None
     if o.name == "sgd":
         # Keras applies weight decay decoupled from the gradient: w -= lr * weight_decay * w.

@@ -6,7 +6,9 @@ step. At each step boundary `StopOnSignal` asks whether to stop. With one worker
 flag. With several (MultiWorkerMirroredStrategy) every worker's flags are summed by an
 all-reduce (`strategy.worker_sum`), so all of them stop after the same step even when only one
 was signalled, or the signals arrive at different steps: each then saves its backup of that step
-(the chief's in `backup/`, the others' in `workers/NAME/backup/`) and exits. A worker that
+(the chief's in `backup/`, the others' in `workers/NAME/backup/`) and exits.
+The flags are checked when a step begins, never at a step's end, so Keras's batch-end
+callbacks stay asynchronous; several workers agree every `every` steps. A worker that
 stopped alone would leave the others waiting in their next collective. This plays the part of
 `tf.distribute.experimental.PreemptionCheckpointHandler`, which saves `tf.train.Checkpoint`s
 rather than this project's backup.
@@ -42,25 +44,28 @@ def stopped_message(signal_name: str, step: int, epoch: int, backup_dir: Path, w
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """SIGTERM or SIGINT during `fit`: at the next step boundary, save the resume backup and
-    stop with `Preempted` (exit 143 / 130, one line).
+    """SIGTERM or SIGINT during `fit`: before the next step, save the run state and stop with
+    `Preempted` (exit 143 / 130, one line).
 
-    The backup holds the weights and optimizer state of that step (the step count goes on from
-    there); like any backup, the interrupted epoch's data starts again from its first batch.
-    Raising (not `stop_training`) keeps Keras from closing the epoch: no history row or
-    TensorBoard summary for the half epoch, which the resumed run writes once.
+    The state holds the weights and optimizer state of that step, the step within the epoch
+    and the epoch's metric accumulators: the resumed run trains the rest of the epoch with the
+    batches it would have had. Raising (not `stop_training`) keeps Keras from closing the
+    epoch: no history row or TensorBoard summary for the half epoch. A signal during
+    validation takes effect when it ends (the epoch is then saved whole).
 
     Args:
-        backup: the run's `ResumableBackup` (its `_save_model` writes the backup).
+        keeper: the run's `state.StateKeeper` (its `save` writes the state).
         stop_together: for several workers, a function from this worker's flags
             `[SIGTERM seen, SIGINT seen]` to the sums over all workers (`worker_sum`); called
-            at every step boundary by every worker. None: this worker alone decides.
+            by every worker at the same steps. None: this worker alone decides.
+        every: with `stop_together`, agree every N steps (an all-reduce each time).
     """
 
-    def __init__(self, backup, stop_together=None):
+    def __init__(self, keeper, stop_together=None, every: int = 1):
         super().__init__()
-        self.backup = backup
+        self.keeper = keeper
         self.stop_together = stop_together
+        self.every = max(1, int(every))
         self._received: set[str] = set()
         self._previous = {}
 
@@ -82,21 +87,25 @@ class StopOnSignal(keras.callbacks.Callback):
     def _agreed(self) -> tuple[str | None, str]:
         """(the signal to stop for or None, '' or ' on another worker')."""
         mine = [float(name in self._received) for name in CODES]
-        totals = mine if self.stop_together is None else self.stop_together(mine)
+        if self.stop_together is None:
+            totals = mine
+        elif self.keeper.state.stream_step % self.every == 0:
+            totals = self.stop_together(mine)
+        else:
+            return None, ""
         for name, own, total in zip(CODES, mine, totals, strict=True):
             if total > 0:
                 return name, "" if own else " on another worker"
         return None, ""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         name, where = self._agreed()
         if name is None:
             return
-        self.backup._save_model()
+        self.keeper.save()
         self._restore()
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        epoch = self.backup._current_epoch
-        message = stopped_message(name, step, epoch, self.backup.dir, where)
+        state = self.keeper.state
+        message = stopped_message(name, state.stream_step, state.epoch, self.keeper.dir, where)
         log.warning("%s", message)
         raise Preempted(message, exit_code=CODES[name])
 

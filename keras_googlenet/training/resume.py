@@ -1,11 +1,13 @@
 """Where an interrupted run resumes, checked against damage to its run folder.
 
-The resume backup (backup/state.json + one weights file) is the normal source. A kill cannot
-corrupt it (each file is replaced atomically), but a full disk, a copy cut short or a hand edit
-can. Each damage ends in one line naming the file and what to do, or in a stated recovery:
+The run state (backup/state.weights.h5, see state.py) is the normal source. A kill cannot
+corrupt it (it is replaced atomically), but a full disk, a copy cut short or a hand edit can.
+Each damage ends in one line naming the file and what to do, or in a stated recovery:
 
-- backup unreadable (state.json, weights file missing, truncated or not HDF5): resume from
-  checkpoints/last.keras after the epochs history.csv lists, and say so in the log;
+- state unreadable (missing, truncated, not HDF5, no run state in it): resume from
+  checkpoints/last.keras after the epochs history.csv lists, with the plateau and
+  early-stopping counters and the best score recomputed from history.csv's rows
+  (`recovered_state`), and say so in the log;
 - no backup at all, but history rows and last.keras: the same (never start again from epoch 0
   over a history, which would throw it away);
 - backup after more epochs than history.csv lists (a cut or replaced history): exit 2;
@@ -21,26 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_googlenet.errors import UserError
-from keras_googlenet.training.callbacks import ResumableBackup
-from keras_googlenet.training.history import read_history
+from keras_googlenet.training import state as run_state
+from keras_googlenet.training.history import best_so_far, read_history
 from keras_googlenet.training.run_dir import RunDir
+from keras_googlenet.training.state import RunState, weights_file_problem  # noqa: F401
 
 log = logging.getLogger("keras_googlenet")
-
-
-def weights_file_problem(path: Path) -> str | None:
-    """Why an `.weights.h5` file cannot be loaded (missing, truncated, not HDF5), or None."""
-    import h5py
-
-    if not path.is_file():
-        return "missing"
-    try:
-        with h5py.File(path, "r") as f:
-            # Reading every dataset finds a file cut short after its header.
-            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
-    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError... for a bad file
-        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return None
 
 
 def keras_file_problem(path: Path) -> str | None:
@@ -62,10 +50,12 @@ def keras_file_problem(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """`epoch`: finished epochs; `from_last`: rebuild the backup from last.keras first."""
+    """`epoch`: finished epochs; `state`: the saved run state to restore (None: a new run, or
+    `from_last`: rebuild the state from last.keras and history.csv first)."""
 
     epoch: int
     from_last: bool = False
+    state: RunState | None = None
 
 
 def _finished_epochs(history: Path) -> int:
@@ -83,43 +73,35 @@ def resume_point(run: RunDir, own: RunDir, chief: bool) -> ResumePoint:
     Raises:
         UserError: a damage that leaves no consistent state to resume from.
     """
-    state_file = own.backup / ResumableBackup.STATE
-    state, problem = None, None
-    if state_file.exists():
-        state = _read_state(state_file)
-        if state is None:
-            problem = f"{state_file}: unreadable"
-        else:
-            weights = own.backup / str(state.get("weights", ""))
-            reason = weights_file_problem(weights)
-            if reason:
-                problem, state = f"{weights}: {reason}", None
+    state_file = run_state.state_path(own.backup)
+    problem = run_state.state_problem(own.backup)
+    state = None if problem else run_state.read_state(own.backup)
     if not chief:  # the chief alone holds the history and the checkpoints
-        return ResumePoint(state["epoch"] if state else 0)
+        return ResumePoint(state.epoch if state else 0, state=state)
     listed = _finished_epochs(run.history)
     if state is not None:
-        if state["epoch"] > listed:
+        if state.epoch > listed:
             raise UserError(
-                f"{run.history}: lists {listed} finished epoch(s) but the resume backup "
-                f"{state_file} is after epoch {state['epoch']} (the history was cut or "
+                f"{run.history}: lists {listed} finished epoch(s) but the run state "
+                f"{state_file} is after epoch {state.epoch} (the history was cut or "
                 "replaced); put the full history.csv back, or add --restart for a new run"
             )
-        return ResumePoint(state["epoch"])
+        return ResumePoint(state.epoch, state=state)
     if listed == 0:
         if problem:
             log.warning("%s; nothing finished yet, so the run starts from epoch 1", problem)
         return ResumePoint(0)
     reason = keras_file_problem(run.last)
     if reason:
-        lost = problem or f"{own.backup}: missing"
+        lost = problem or f"{state_file}: missing"
         raise UserError(
-            f"{run.last}: {reason}, and the resume backup is damaged ({lost}): nothing "
+            f"{run.last}: {reason}, and the run state is damaged ({lost}): nothing "
             f"consistent to resume the {listed} finished epoch(s) from; add --restart to "
             "start a new run (this folder is left as it is)"
         )
     log.warning(
         "%s; resuming after epoch %d from %s and %s instead",
-        problem or f"{own.backup}: no resume backup",
+        problem or f"{state_file}: no run state",
         listed,
         run.last,
         run.history,
@@ -127,28 +109,39 @@ def resume_point(run: RunDir, own: RunDir, chief: bool) -> ResumePoint:
     return ResumePoint(listed, from_last=True)
 
 
-def _read_state(path: Path) -> dict | None:
-    import json
+def recovered_state(cfg, run: RunDir, epochs: int, phase: int) -> RunState:
+    """The run state after `epochs` epochs, rebuilt from history.csv (without the state file).
 
-    try:
-        state = json.loads(path.read_text())
-        int(state["epoch"]), int(state["step"]), str(state["weights"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    The best score is the history's; the plateau and early-stopping counters are replayed
+    from its rows through the same callbacks, so they come out as the lost state had them.
+    """
+    import types
+
+    import keras
+
+    from keras_googlenet.training import early_stopping, schedules
+
+    rows = [r for r in read_history(run.history) if r["epoch"] < epochs]
+    state = RunState(epoch=epochs, phase=phase, best=best_so_far(rows))
+    stub = types.SimpleNamespace(
+        optimizer=types.SimpleNamespace(learning_rate=keras.Variable(cfg.optimizer.lr)),
+        stop_training=False,
+    )
+    replay = {}
+    s, e = cfg.schedule, cfg.training.early_stopping
+    if s.name == "plateau":
+        replay["plateau"] = schedules.PersistentReduceLROnPlateau(
+            warmup_epochs=s.warmup_epochs, factor=s.factor, patience=s.patience, min_lr=s.min_lr
+        )
+    if e.patience is not None:
+        replay["early_stopping"] = early_stopping.for_run(e)
+    for name, callback in replay.items():
+        callback.set_model(stub)
+        callback.on_train_begin()
+        for row in rows:
+            callback.on_epoch_end(row["epoch"], dict(row))
+        setattr(state, name, callback.counters())
     return state
-
-
-def rebuild_backup_from_last(model, run: RunDir, own: RunDir, epoch: int) -> None:
-    """Loads checkpoints/last.keras (weights and optimizer state) into `model` and writes a
-    fresh resume backup after `epoch`, which `fit` then restores as usual."""
-    import shutil
-
-    model.load_weights(run.last)
-    shutil.rmtree(own.backup, ignore_errors=True)
-    backup = ResumableBackup(own.backup)
-    backup.set_model(model)
-    backup._current_epoch = epoch
-    backup._save_model()
 
 
 def drop_damaged_best(run: RunDir) -> bool:

@@ -19,13 +19,9 @@ LearningRateScheduler and ReduceLROnPlateau assign to it, and raise TypeError on
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import keras
-
-from keras_googlenet.atomic import atomic_write_text
 
 MONITOR = "val_main_top1"
 
@@ -101,24 +97,31 @@ def lr_scheduler(
 class PersistentReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau on validation top-1 whose counters survive a crash.
 
-    Keras keeps `wait`, `best` and `cooldown_counter` in memory only (the backup restores the
-    learning rate, not them), so a restarted run would wait `patience` epochs afresh. They are
-    written to a small JSON file after every epoch, keyed by the number of finished epochs, and
-    the entry matching the restored epoch is loaded back. Epochs of the warmup are not counted.
+    Keras keeps `wait`, `best` and `cooldown_counter` in memory only, so a restarted run would
+    wait `patience` epochs afresh. `counters()` gives them for the run state (training/state.py
+    saves them with every backup) and `restore(counters)` puts them back before `fit` starts.
+    Epochs of the warmup are not counted.
     """
 
-    def __init__(self, state_path: str | Path, *, warmup_epochs: int = 0, **kwargs):
+    def __init__(self, *, warmup_epochs: int = 0, **kwargs):
         kwargs.setdefault("monitor", MONITOR)
         kwargs.setdefault("mode", "max")
         super().__init__(**kwargs)
-        self.state_path = Path(state_path)
         self.warmup_epochs = warmup_epochs
         self._restored: dict | None = None
 
-    def restore(self, finished_epochs: int) -> bool:
-        """Loads the counters saved after `finished_epochs` epochs; False if there are none."""
-        self._restored = load_plateau_state(self.state_path).get(str(finished_epochs))
-        return self._restored is not None
+    def restore(self, counters: dict | None) -> bool:
+        """Keeps `counters` (from `counters()`) for the next `on_train_begin`; False if None."""
+        self._restored = counters
+        return counters is not None
+
+    def counters(self) -> dict:
+        """`{"wait", "cooldown_counter", "best"}` now (JSON-ready)."""
+        return {
+            "wait": int(self.wait),
+            "cooldown_counter": int(self.cooldown_counter),
+            "best": float(self.best),
+        }
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # resets the counters
@@ -130,29 +133,3 @@ class PersistentReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     def on_epoch_end(self, epoch, logs=None):
         if epoch >= self.warmup_epochs:
             super().on_epoch_end(epoch, logs)
-        counters = {
-            "wait": int(self.wait),
-            "cooldown_counter": int(self.cooldown_counter),
-            "best": float(self.best),
-        }
-        save_epoch_counters(self.state_path, epoch + 1, counters)
-
-
-def save_epoch_counters(path: str | Path, finished_epochs: int, counters: dict) -> None:
-    """Adds a callback's `counters` after `finished_epochs` epochs to its JSON file, atomically.
-
-    A few entries are kept: the backup a run resumes from is never older than the previous
-    epoch. `load_plateau_state` reads the file back.
-    """
-    states = load_plateau_state(path)
-    states[str(finished_epochs)] = counters
-    keep = sorted(states, key=int)[-3:]
-    atomic_write_text(path, json.dumps({k: states[k] for k in keep}, indent=1))
-
-
-def load_plateau_state(path: str | Path) -> dict:
-    """The saved ReduceLROnPlateau counters by finished-epoch count ({} when none)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}

@@ -181,39 +181,3 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     else:
         name = "default strategy"
     return f"{name} with {strategy.num_replicas_in_sync} replica(s){where}"
-
-
-def patch_keras_for_multi_worker(model, sample_batch) -> None:
-    """Works around two Keras 3 (3.15) failures of `fit` under MultiWorkerMirroredStrategy.
-
-    1. Before training, `fit` averages one distributed batch over the workers to build the
-       metrics (`_maybe_symbolic_build`), which MultiWorkerMirroredStrategy cannot reduce (a
-       nested PerReplica): the build is given `sample_batch`, a local batch, instead.
-    2. After each step, the per-replica logs (scalars) are averaged with
-       `strategy.reduce("MEAN", v, axis=0)`, which fails on a scalar: they are averaged over
-       the replicas with `axis=None`, what the same function does for one machine.
-
-    Args:
-        model: the compiled model (its `_maybe_symbolic_build` is replaced).
-        sample_batch: one `(images, labels)` batch, not distributed.
-    """
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    build = model._maybe_symbolic_build
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(
-        data_batch=sample_batch
-    )
-    if getattr(tf_trainer.reduce_per_replica, "_multi_worker_fix", False):
-        return
-    original = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._multi_worker_fix = True
-    tf_trainer.reduce_per_replica = reduce_per_replica

@@ -10,37 +10,81 @@ import keras
 import numpy as np
 
 
-class RunTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback with epoch-keyed summaries only, flushed every epoch.
+class RunTensorBoard(keras.callbacks.Callback):
+    """Epoch-keyed scalars for TensorBoard, flushed every epoch, and an optional profile.
 
-    Everything is written at step = epoch (0-based), so curves continue where they stopped after
-    a restart (batch-level steps restart from 0 in each `fit` and would repeat). The summaries
-    Keras writes at the end of each validation, keyed by optimizer steps, are left out for the
-    same reason. The learning rate and images/s come from `EpochStats` through the logs.
-    `profile_batches` [first, last] traces those training steps with the profiler.
+    Every value of the epoch's logs is written at step = epoch (0-based) as `epoch_NAME`:
+    training values under `train/`, `val_NAME` ones as `epoch_NAME` under `validation/`
+    (the layout of Keras's own callback, so TensorBoard pairs the curves), so curves continue
+    where they stopped after a restart. The learning rate and images/s come from `EpochStats`
+    through the logs. `profile_batches` [first, last] traces those training steps of each
+    `fit`'s first epoch with the profiler (TensorBoard's Profile tab, under train/plugins/).
     """
 
     def __init__(self, log_dir, profile_batches=None):
-        super().__init__(
-            log_dir=str(log_dir),
-            update_freq="epoch",
-            write_graph=False,  # does nothing in Keras 3; see write_model_graph
-            write_steps_per_second=False,
-            # logging.profile_batches: a trace of these training steps of each fit, in
-            # tensorboard/train/plugins/profile/ (TensorBoard's Profile tab).
-            profile_batch=tuple(profile_batches) if profile_batches else 0,
-        )
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.profile_batches = tuple(profile_batches) if profile_batches else None
+        self._writers = {}
+        self._profiling = False
+        self._profiled = False
 
-    # `_pop_writer` and `_writers` are Keras internals (keras is capped below its next minor
-    # release in pyproject.toml): the callback has no public switch for either behaviour.
-    def on_test_end(self, logs=None):
-        self._pop_writer()
+    def _writer(self, split: str):
+        import tensorflow as tf
+
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+        return self._writers[split]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.profile_batches is None or self._profiled:
+            return
+        first, last = self.profile_batches
+        if batch == first and not self._profiling:
+            import tensorflow as tf
+
+            tf.profiler.experimental.start(str(self.log_dir / "train"))
+            self._profiling = True
+        elif batch > last:
+            self._stop_profile()
+
+    def _stop_profile(self):
+        if self._profiling:
+            import tensorflow as tf
+
+            tf.profiler.experimental.stop()
+            self._profiling = False
+            self._profiled = True
+
+    def on_test_begin(self, logs=None):
+        self._stop_profile()
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        # The default writer flushes every 2 minutes; a crash would lose finished epochs.
-        for writer in self._writers.values():
+        import tensorflow as tf
+
+        self._stop_profile()
+        values = {"train": {}, "validation": {}}
+        for key, value in (logs or {}).items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            try:
+                values[split][name] = float(value)
+            except (TypeError, ValueError):
+                continue
+        for split, scalars in values.items():
+            if not scalars:
+                continue
+            writer = self._writer(split)
+            with writer.as_default():
+                for name, value in scalars.items():
+                    tf.summary.scalar(f"epoch_{name}", value, step=epoch)
+            # A writer flushes every 2 minutes by default; a crash would lose finished epochs.
             writer.flush()
+
+    def on_train_end(self, logs=None):
+        self._stop_profile()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 def write_model_graph(model: keras.Model, log_dir: str | Path) -> None:
