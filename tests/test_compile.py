@@ -56,7 +56,7 @@ def test_steps_per_execution_trains_the_same_steps_and_counts_them():
         model = _model(f"runtime.steps_per_execution={spe}")
         stats = EpochStats(global_batch_size=4)
         model.fit(x, y, batch_size=4, shuffle=False, epochs=1, verbose=0, callbacks=[stats])
-        assert stats._steps == 4
+        assert stats.steps == 4
         assert int(model.optimizer.iterations.numpy()) == 4
         results.append(model.get_layer("linear").kernel.numpy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4, atol=1e-5)

@@ -229,14 +229,17 @@ def test_two_phase_finetune_from_imported_weights_resumes_at_the_switch_and_expo
     tmp_path, capsys
 ):
     """Fine-tuning a random slim import on 3 classes: phase 1 (epoch 1) trains the layers above
-    inception_4e, phase 2 (epoch 2) everything at lr x 0.1; killed (SIGKILL) at phase 2's first
-    step, so the resumed run starts exactly at the switch. (tests/test_finetune.py checks the
+    inception_4e, phase 2 (epoch 2) everything at lr x 0.1, with EMA; stopped (SIGTERM) inside
+    phase 1, then killed (SIGKILL) at phase 2's first step, so the resumed run starts exactly
+    at the switch. (tests/test_finetune.py checks the
     resumed model's phase at the build, without training.)"""
+    from faults import KILL_ENV
     from helpers import REPO, run_train_cli, tiny_config, tiny_overrides, write_processed_dataset
 
-    from keras_googlenet.training.callbacks import KILL_ENV
     from keras_googlenet.training.checkpoints import load_checkpoint
     from keras_googlenet.training.history import read_history
+
+    load_checkpoint_with_optimizer = tf.keras.models.load_model
     from keras_googlenet.training.run_dir import RunDir
     from keras_googlenet.training.train import train
 
@@ -265,6 +268,7 @@ def test_two_phase_finetune_from_imported_weights_resumes_at_the_switch_and_expo
         "training.finetune.lr_factor": 0.1,
         "training.checkpoint_interval": 1,
         "data.validation_steps": 1,
+        "optimizer.ema": True,
     }
 
     # A key set against the file's convention: refused, one line, nothing trained.
@@ -273,18 +277,25 @@ def test_two_phase_finetune_from_imported_weights_resumes_at_the_switch_and_expo
     assert cli("train", *args, *[a for kv in wrong for a in ("--set", kv)]) == 2
     assert "needs model.input_scaling: minus_one_one" in capsys.readouterr().err
 
-    # Epoch 1 (phase 1, steps 1-2) finishes and is backed up; killed at step 3, in phase 2.
+    # With EMA (averages beside the model, over phase 2's variables too). SIGTERM in phase 1
+    # after step 1; resumed there, epoch 1 (phase 1, steps 1-2) finishes and is saved; killed
+    # at step 3, in phase 2.
     run = RunDir(tmp_path / "run")
     args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", run.root]
     args += [a for kv in tiny_overrides(data, **keys) for a in ("--set", kv)]
+    term = run_train_cli(args, {KILL_ENV: "1:SIGTERM"})
+    assert term.returncode == 143, term.stderr[-3000:]
+    first_log = (run.root / "output.log").read_text()
+    assert "loaded 114 layers" in first_log  # 57 convs and their batch norms; the classifier:
+    assert "linear (shape" in first_log and "aux_4a_fc (auxiliary head: fresh)" in first_log
     killed = run_train_cli(args, {KILL_ENV: "3"})
     assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "1 of 2 steps into epoch 1" in killed.stderr
     saved = yaml.safe_load(run.config.read_text())["model"]
     adopted = (saved["padding"], saved["pool4_size"], saved["input_scaling"])
     assert adopted == ("same", 2, "minus_one_one")  # slim's, from imagenet.json
-    log = (run.root / "output.log").read_text()
-    assert "loaded 114 layers" in log  # 57 convs and their batch norms; the classifier:
-    assert "linear (shape" in log and "aux_4a_fc (auxiliary head: fresh)" in log
+    log = (run.root / "output.log").read_text()[len(first_log) :]
+    assert "init weights" not in log  # a resume restores its own
     phases = [line.split(" phase ", 1)[1] for line in log.splitlines() if " phase " in line]
     assert [line.split(";")[0] for line in phases] == [
         "1 of 2: epochs 1-1, frozen through inception_4e",
@@ -296,10 +307,11 @@ def test_two_phase_finetune_from_imported_weights_resumes_at_the_switch_and_expo
     # Resumed at the switch: built straight into phase 2 (same trainable set), at lr x 0.1.
     result = train(tiny_config(data, **keys), run.root)
     assert result["status"] == "finished" and result["initial_epoch"] == 1
-    log = (run.root / "output.log").read_text()
+    log = (run.root / "output.log").read_text()[len(first_log) :]
     assert log.count(phases[1]) == 2
     rates = [float(row["learning_rate"]) for row in read_history(run.history)]
     np.testing.assert_allclose(rates, [0.01, 0.001], rtol=1e-6)  # smoke.yaml: lr 0.01
+    assert int(load_checkpoint_with_optimizer(run.last).optimizer.iterations) == 2 * 2
 
     imported = build(slim.MODEL_KEYS, 65)
     imported.load_weights(weights)

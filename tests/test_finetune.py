@@ -134,8 +134,16 @@ def test_a_resumed_run_is_built_in_the_phase_of_its_next_epoch(slim_weights, tmp
     class Info:
         class_names, mean_rgb, train_size, val_size = ("a", "b", "c"), (0, 0, 0), 1, 1
 
+    import types
+
     strategy = tf.distribute.get_strategy()
-    models = {e: _build_compiled_model(cfg, Info, strategy, None, e) for e in (1, 2)}
+    data = types.SimpleNamespace(info=Info, sample_fn=None)
+
+    def build(config, epoch):
+        phase = finetune.phase_at(config, epoch)
+        return _build_compiled_model(config, data, strategy, phase, new=False)[0]
+
+    models = {e: build(cfg, e) for e in (1, 2)}
     trainable = {e: {v.path for v in m.trainable_variables} for e, m in models.items()}
     assert not any(p.startswith(("conv1", "inception_4e")) for p in trainable[1])
     assert any(p.startswith("inception_5a") for p in trainable[1])
@@ -144,7 +152,7 @@ def test_a_resumed_run_is_built_in_the_phase_of_its_next_epoch(slim_weights, tmp
     one = finetune.adopt_convention(
         tiny_config(tmp_path, **{**keys, "training.finetune.head_epochs": 0})
     )
-    single = _build_compiled_model(one, Info, strategy, None, 2)
+    single = build(one, 2)
     assert {v.path for v in single.trainable_variables} == trainable[1]
     for a, b in ((1, 2), (2, 1)):  # a phase-1 backup restores into a phase-2 model and back
         models[a].optimizer.iterations.assign(7)

@@ -40,6 +40,7 @@ class EpochStats(keras.callbacks.Callback):
     def __init__(self, global_batch_size: int):
         super().__init__()
         self.global_batch_size = global_batch_size
+        self.steps = 0  # the last epoch's training steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -52,9 +53,9 @@ class EpochStats(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = (self._train_end or time.perf_counter()) - self._start
-        steps = self.params.get("steps") or 0  # this fit's steps per epoch
+        self.steps = self.params.get("steps") or 0  # this fit's steps per epoch
         logs["learning_rate"] = self._lr
-        logs["images_per_second"] = steps * self.global_batch_size / max(seconds, 1e-9)
+        logs["images_per_second"] = self.steps * self.global_batch_size / max(seconds, 1e-9)
 
 
 class StopOnNaN(keras.callbacks.Callback):

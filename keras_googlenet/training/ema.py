@@ -1,8 +1,8 @@
 """An exponential moving average of the weights (`optimizer.ema`), kept beside the model.
 
-`ExponentialMovingAverage` holds one averaged copy of every trainable-kind variable of the
-model (frozen or not: a frozen one does not move, so its average is itself), created once, in
-the strategy's scope. So the set never changes when a fine-tuning phase freezes or unfreezes
+`ExponentialMovingAverage` holds one averaged copy of every variable the run ever trains (the
+model's trainable variables in its last phase's layout; one still frozen in phase 1 does not
+move, so its average is itself), created once, in the strategy's scope. So the set never changes when a fine-tuning phase freezes or unfreezes
 layers, the run state saves and restores it as one list (`state.py`), and it needs nothing of
 the optimizer's internals. Batch-norm statistics are not averaged (as in Keras's `use_ema`).
 
@@ -24,8 +24,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     """The averaged weights of `model`; also the callback that updates and swaps them.
 
     Args:
-        model: the training model (call in the strategy's scope: the averages are created
-            now, as copies of the current weights).
+        model: the training model, with the trainable set of the run's last phase (call in
+            the strategy's scope: the averages are created now, as copies of the weights).
         momentum: in (0, 1); nearer 1 averages over more steps.
     """
 
@@ -34,7 +34,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         import tensorflow as tf
 
         self.momentum = momentum
-        self.variables = [w for w in model.weights if w.trainable]
+        self.variables = list(model.trainable_variables)
         self._averages = [
             # From a copy: a Keras variable made from another's value would share its storage.
             keras.Variable(keras.ops.convert_to_numpy(w), trainable=False, name=f"ema_{i}")
@@ -46,8 +46,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         @tf.function
         def update(decay):
             for average, weight in zip(self._averages, self.variables, strict=True):
+                # m * a + (1 - m) * w, written so that a weight that did not move (a frozen
+                # layer) leaves its average exactly as it is, rounding included.
                 value = tf.cast(weight.value, average.dtype)
-                average.assign(average * decay + value * (1.0 - decay))
+                average.assign_add((value - average) * (1.0 - decay))
 
         @tf.function
         def swap():

@@ -121,7 +121,8 @@ def train(
             if chief:
                 write_dataset_facts(run, data.info)
             phase = finetune.phase_at(cfg, point.epoch)
-            model, ema = _build_compiled_model(cfg, data, strategy, phase, new=point.epoch == 0)
+            new = point.state is None and not point.from_last
+            model, ema = _build_compiled_model(cfg, data, strategy, phase, new=new)
             state, metrics = _restore(model, ema, point, plan, cfg, run, own)
             _log_start(run, cfg, plan, state, point)
             if chief:
@@ -288,11 +289,11 @@ def _build_compiled_model(cfg: Config, data: _Data, strategy, phase, *, new: boo
         finetune.freeze(model, phases[-1].freeze_until)
         model = compile_model(model, cfg)
         model.optimizer.build(model.trainable_variables)
+        ema = None
+        if cfg.optimizer.ema:  # in the scope: mirrored like the weights; over the same set
+            ema = ExponentialMovingAverage(model, cfg.optimizer.ema_momentum)
         if len(phases) > 1:  # freeze for the phase to train first, recompile
             finetune.enter_phase(model, cfg, phase)
-        ema = None
-        if cfg.optimizer.ema:  # averages made in the scope: mirrored like the weights
-            ema = ExponentialMovingAverage(model, cfg.optimizer.ema_momentum)
     if is_multi_worker(strategy):
         patch_keras_for_multi_worker(model, data.sample_fn())
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
