@@ -114,9 +114,10 @@ def test_auto_cached_pipeline_gives_full_reshuffled_epochs(shared_processed_data
     monkeypatch.setattr(data, "use_cache", spy)
     cfg = config(shared_processed_dataset)
     assert cfg.data.cache == "auto"  # the default
-    ds = data.make_train_dataset(cfg, read_dataset_info(cfg))
+    ds = data.make_train_dataset(cfg, read_dataset_info(cfg), passes=3)
     assert calls == [True]
-    epochs = [np.concatenate([y["main"].numpy() for _, y in ds]) for _ in range(3)]
+    stream = np.concatenate([y["main"].numpy() for _, y in ds])
+    epochs = [stream[24 * k : 24 * (k + 1)] for k in range(3)]
     for labels in epochs:  # every file once per epoch: 8 per class
         assert sorted(np.bincount(labels)) == [8, 8, 8]
     assert not np.array_equal(epochs[1], epochs[2])  # reshuffled after the cache

@@ -289,11 +289,18 @@ def test_train_reshuffles_each_epoch_and_repeats_with_a_seed(shared_processed_da
         shared_processed_dataset, "data.deterministic=true", "data.seed=3", f"data.cache={cache}"
     )
     info = read_dataset_info(cfg)
-    ds = data.make_train_dataset(cfg, info)
-    first, second = images_of(ds), images_of(ds)
+    two = images_of(data.make_train_dataset(cfg, info, passes=2))
+    first, second = two[:24], two[24:]
     assert not np.array_equal(first, second)  # new order and new augmentation each epoch
     again = data.make_train_dataset(cfg, info)
     np.testing.assert_array_equal(images_of(again), first)  # same seed: same run
+    # A resumed run starting at pass 2 gets pass 2 (not pass 1 again), and mid-pass the rest
+    np.testing.assert_array_equal(
+        images_of(data.make_train_dataset(cfg, info, start_step=6)), second
+    )
+    np.testing.assert_array_equal(
+        images_of(data.make_train_dataset(cfg, info, start_step=8)), second[8:]
+    )
     other = data.make_train_dataset(apply_overrides(cfg, {"data.seed": 4}), info)
     assert not np.array_equal(images_of(other), first)
 
@@ -301,14 +308,16 @@ def test_train_reshuffles_each_epoch_and_repeats_with_a_seed(shared_processed_da
 def test_steps_per_epoch_repeats(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.steps_per_epoch=3")
     info = read_dataset_info(cfg)
-    assert len(list(data.make_train_dataset(cfg, info).take(20))) == 20  # 24 images: 6 a pass
+    ds = data.make_train_dataset(cfg, info, passes=data.passes_for(0, 20, 6))
+    assert len(list(ds)) == 24  # 20 steps need 4 passes of 6 (24 images of batch 4)
+    assert data.passes_for(4, 3, 6) == 2 and data.passes_for(6, 6, 6) == 1
 
 
 def test_cache_gives_full_epochs(shared_processed_dataset):
     cfg = config(shared_processed_dataset, "data.cache=true", "data.shuffle_buffer=8")
     info = read_dataset_info(cfg)
-    ds = data.make_train_dataset(cfg, info)
-    a, b = labels_of(ds), labels_of(ds)
+    both = labels_of(data.make_train_dataset(cfg, info, passes=2))
+    a, b = both[:24], both[24:]
     assert sorted(np.bincount(a)) == sorted(np.bincount(b)) == [8, 8, 8]
     assert not np.array_equal(a, b)
 
@@ -476,10 +485,12 @@ def test_cached_pipelines_split_the_files_and_rotate_the_leftovers(processed_dat
         )
         files = data.train_files(cfg, info, input_context=ctx, cached=True)
         shards.append([p.decode() for p, _ in files.as_numpy_iterator()])
-        ds = data.make_train_dataset(cfg, info, input_context=ctx, cached=True)
+        ds = data.make_train_dataset(cfg, info, input_context=ctx, cached=True, passes=6)
+        stream = list(ds)
+        assert len(stream) == 6 * 6
         epochs = []
-        for _ in range(6):
-            batches = list(ds)
+        for k in range(6):
+            batches = stream[6 * k : 6 * (k + 1)]
             assert [x.shape[0] for x, _ in batches] == [2] * 6
             epochs.append(
                 {hashlib.sha1(im.tobytes()).hexdigest() for x, _ in batches for im in x.numpy()}
