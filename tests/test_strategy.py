@@ -27,7 +27,7 @@ from keras_googlenet.training.strategy import WORKER_LOST
 
 MIRRORED_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import contextlib, json, sys
     import numpy as np
     import tensorflow as tf
 
@@ -49,7 +49,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
         result = train(
             tiny_config(data_dir, **{
                 "runtime.strategy": "mirrored", "runtime.devices": "['/cpu:0', '/cpu:1']",
-                "runtime.precision": "mixed_bfloat16", "training.epochs": 1}),
+                "runtime.precision": "mixed_bfloat16", "training.epochs": 1,
+                "optimizer.ema": True}),
             run_dir,
         )
         out = {k: result[k] for k in ("strategy", "precision", "global_batch_size")}
@@ -116,6 +117,26 @@ MIRRORED_SCRIPT = textwrap.dedent(
         out[f"sync_bn_{sync}"] = float(np.max(np.abs(got - reference)))
         out[f"sync_bn_{sync}_config"] = m.get_layer("c_bn").get_config()["synchronized"]
 
+    # The EMA averages (mirrored variables, updated from the cross-replica context) follow the
+    # weights as on one device.
+    from keras_googlenet.training.ema import ExponentialMovingAverage
+
+    ema_data = tf.data.Dataset.from_tensor_slices(
+        (rng.normal(size=(8, 3)).astype("float32"), np.ones((8, 2), "float32"))
+    ).batch(4)
+    averages = []
+    for scope in (contextlib.nullcontext(), mirrored_strategy.scope()):
+        with scope:
+            keras.utils.set_random_seed(0)
+            m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            m.compile(keras.optimizers.SGD(0.1), "mse")
+            ema = ExponentialMovingAverage(m, 0.5)
+        m.fit(ema_data, epochs=2, verbose=0, callbacks=[ema])
+        averages.append(np.concatenate([a.ravel() for a in ema.averages()]))
+    out["ema_difference"] = float(np.max(np.abs(averages[0] - averages[1])))
+    out["ema_moved"] = float(np.max(np.abs(averages[0] - np.concatenate(
+        [w.numpy().ravel() for w in m.trainable_variables]))))
+
     print("RESULT " + json.dumps(out))
     """
 )
@@ -161,6 +182,7 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     assert mirrored["before"] - mirrored["after"] == pytest.approx(change, rel=1e-2)
     assert mirrored["after"] == pytest.approx(single["after"], abs=1e-5)
     assert mirrored["main"] == pytest.approx(single["main"], abs=1e-5)
+    assert out["ema_difference"] < 1e-6 and out["ema_moved"] > 1e-4
     assert out["max_weight_diff"] < 1e-4
     # runtime.sync_batch_norm: synchronized, the two replicas' statistics are the whole
     # batch's, as on one device; not synchronized, each replica normalizes its own half (the
@@ -348,10 +370,10 @@ def test_multi_worker_restart_preemption_lost_worker_and_resume(tmp_path):
     rows = read_history(run.history)
     assert [r["epoch"] for r in rows] == [0, 1]
     assert all(math.isfinite(r["loss"]) for r in rows)
-    # 1 (stopped) + 2 + 2: the step count went on from the preemption's.
+    # Exactly 2 epochs x 2 steps: epoch 1 went on from the preemption's step 1.
     import keras
 
-    assert int(keras.models.load_model(run.last).optimizer.iterations) == 5
+    assert int(keras.models.load_model(run.last).optimizer.iterations) == 4
     chief_log = run.logfile("output.log").read_text()
     assert "MultiWorkerMirroredStrategy with 2 replica(s)" in chief_log
     assert "4 global, 2 per replica" in chief_log

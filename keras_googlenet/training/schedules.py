@@ -120,7 +120,7 @@ class PersistentReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         return {
             "wait": int(self.wait),
             "cooldown_counter": int(self.cooldown_counter),
-            "best": float(self.best),
+            "best": None if self.best is None else float(self.best),
         }
 
     def on_train_begin(self, logs=None):
@@ -128,7 +128,8 @@ class PersistentReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         if self._restored:
             self.wait = int(self._restored["wait"])
             self.cooldown_counter = int(self._restored["cooldown_counter"])
-            self.best = float(self._restored["best"])
+            best = self._restored["best"]
+            self.best = None if best is None else float(best)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch >= self.warmup_epochs:

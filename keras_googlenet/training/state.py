@@ -6,8 +6,10 @@ the folder):
 - the model's and the optimizer's variables, as `model.save_weights` writes them (weights,
   batch-norm statistics, momenta, the step count, the learning rate, and the loss scale of a
   `mixed_float16` run's LossScaleOptimizer);
-- group `run_state`: the EMA averages (`ema/N`), the epoch's metric accumulators when the save
-  is mid-epoch (`metrics/N`), and the `RunState` fields below as JSON (attribute `state`).
+- group `run_state`: the EMA averages (`ema/N`), the random-number states of the dropout
+  layers (`seeds/N`: `save_weights` leaves them out, and without them a resumed run would draw
+  other dropout masks), the epoch's metric accumulators when the save is mid-epoch
+  (`metrics/N`), and the `RunState` fields below as JSON (attribute `state`).
 
 Nothing else is read to resume. history.csv, the TensorBoard events and the checkpoints are
 outputs derived from the training; `RunState.epoch` says how far they can be trusted (rows and
@@ -158,7 +160,12 @@ def restore(model, backup_dir: str | Path, ema=None) -> tuple[RunState, list | N
         group = f[_GROUP]
         state = RunState.from_json(group.attrs["state"])
         averages = _arrays(group, "ema")
+        seeds = _arrays(group, "seeds")
         metrics = _arrays(group, "metrics") if "metrics" in group else None
+    states = seed_states(model)
+    if len(seeds) == len(states):
+        for variable, value in zip(states, seeds, strict=True):
+            variable.assign(value)
     if ema is not None:
         ema.set_averages(averages or None)
     return state, metrics
@@ -189,7 +196,9 @@ def save(model, backup_dir: str | Path, state: RunState, ema=None, metrics=None)
         with h5py.File(tmp, "a") as f:
             group = f.create_group(_GROUP)
             group.attrs["state"] = state.to_json()
-            for name, arrays in (("ema", ema.averages() if ema else []), ("metrics", metrics)):
+            seeds = [keras.ops.convert_to_numpy(v) for v in seed_states(model)]
+            parts = (("ema", ema.averages() if ema else []), ("seeds", seeds), ("metrics", metrics))
+            for name, arrays in parts:
                 if arrays is None:
                     continue
                 sub = group.create_group(name)
@@ -200,6 +209,12 @@ def save(model, backup_dir: str | Path, state: RunState, ema=None, metrics=None)
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def seed_states(model) -> list:
+    """The model's variables that are not weights: the seed generators' states (dropout)."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
 
 
 def loss_scale(optimizer) -> float | None:
