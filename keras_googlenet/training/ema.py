@@ -3,8 +3,9 @@
 `ExponentialMovingAverage` holds one averaged copy of every variable the run ever trains (the
 model's trainable variables in its last phase's layout; one still frozen in phase 1 does not
 move, so its average is itself), created once, in the strategy's scope. So the set never
-changes when a fine-tuning phase freezes or unfreezes layers, the run state saves and restores it as one list (`state.py`), and it needs nothing of
-the optimizer's internals. Batch-norm statistics are not averaged (as in Keras's `use_ema`).
+changes when a fine-tuning phase freezes or unfreezes layers, the run state saves and restores
+it as one list (`state.py`), and it needs nothing of the optimizer's internals. Batch-norm
+statistics are not averaged (as in Keras's `use_ema`).
 
 After each step: `average = m * average + (1 - m) * weight` (m = `optimizer.ema_momentum`). The
 update runs when the next step begins (and before validation), not at a step's end, so Keras
