@@ -123,7 +123,7 @@ def messy(tmp_path_factory):
 def test_output_files_and_formats(messy):
     _, _, out, _ = messy
     top = sorted(p.name for p in out.iterdir())
-    assert top == sorted(["train", "val", *pre.TABLES])  # no staging folder, no marker left
+    assert top == sorted(["train", "val", *pre.TABLES, *pre.REPORTS])  # no staging, no marker
     for split in ("train", "val"):
         assert header(out / f"{split}.csv") == "image,class"
         rows = read_csv(out / f"{split}.csv")
