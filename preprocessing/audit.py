@@ -85,23 +85,25 @@ class Fingerprint:
     digest: bytes
     phash: int
     thumb: np.ndarray
-    size: tuple[int, int]  # (decoded pixels, file bytes): the largest is a group's reference
+    size: tuple[int, int]  # (stored pixels, file bytes): the largest is a group's reference
 
 
-def fingerprint(decoded: np.ndarray, square: np.ndarray, file_bytes: int) -> Fingerprint:
+def fingerprint(decoded: np.ndarray, square: np.ndarray, size: tuple[int, int]) -> Fingerprint:
     """The audit's fingerprint of one image.
 
     Args:
-        decoded: the RGB array as decoded (exact duplicates compare these pixels).
+        decoded: the RGB array as decoded (exact duplicates compare these pixels; a JPEG that
+            decoded at a draft scale is compared at that scale, so a PNG re-save of a photo
+            twice the output size is found as a near duplicate at distance 0, not as exact).
         square: the cropped, resized square written to the dataset (hashed for near copies,
             so all images are compared at one size).
-        file_bytes: the source file's size.
+        size: (pixels the file stores, its bytes): what decides which copy is the largest.
     """
     return Fingerprint(
         digest=pixel_digest(decoded),
         phash=phash(square),
         thumb=thumbnail(square),
-        size=(int(decoded.shape[0] * decoded.shape[1]), int(file_bytes)),
+        size=(int(size[0]), int(size[1])),
     )
 
 

@@ -116,7 +116,7 @@ def load_rgb(
     Raises:
         BadImage: empty, not an image, truncated, corrupt or too large; `reason` says which.
     """
-    return square_rgb(decode_rgb(path, size), size, center_crop, resample)
+    return square_rgb(decode_file(path, size)[0], size, center_crop, resample)
 
 
 def square_rgb(
@@ -128,13 +128,16 @@ def square_rgb(
     return resize_square(pixels, size, box, resample)
 
 
-def decode_rgb(path: str | os.PathLike, size: int) -> np.ndarray:
+def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
     """Decodes an image file by content into an upright RGB uint8 array (height, width, 3).
 
     Args:
         path: the file; its extension is ignored.
         size: the side it will be resized to; a JPEG decodes at 1/2, 1/4 or 1/8 scale when
             that still covers it.
+
+    Returns:
+        (the array, the pixels the file stores: width x height before any JPEG draft scale).
 
     Raises:
         BadImage: empty, not an image, truncated, corrupt or too large; `reason` says which.
@@ -149,6 +152,7 @@ def decode_rgb(path: str | os.PathLike, size: int) -> np.ndarray:
             with Image.open(path) as im:
                 # JPEGs decode at 1/2, 1/4 or 1/8 scale when that still covers the output
                 # square: the biggest speed-up for multi-megapixel photos (and memory saver).
+                stored = im.size[0] * im.size[1]
                 im.draft("RGB", (size, size))
                 width, height = im.size
                 if width * height > MAX_DECODE_PIXELS:
@@ -171,7 +175,7 @@ def decode_rgb(path: str | os.PathLike, size: int) -> np.ndarray:
         raise BadImage(CORRUPT, message) from None
     except Exception as e:  # any decoder failure is a bad file, not a crash
         raise BadImage(CORRUPT, f"{type(e).__name__}: {e}") from None
-    return np.asarray(im, dtype=np.uint8)
+    return np.asarray(im, dtype=np.uint8), stored
 
 
 def resize_square(

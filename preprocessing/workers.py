@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocessing.audit import fingerprint
-from preprocessing.image_io import BadImage, decode_rgb, square_rgb
+from preprocessing.image_io import BadImage, decode_file, square_rgb
 
 JPEG_QUALITY = 95  # the training crops come from these files: keep them close to lossless
 
@@ -40,9 +40,9 @@ def process_one(task: tuple[int, str, str], size: int, center_crop: bool, audit:
     """
     index, src, dst = task
     try:
-        decoded = decode_rgb(src, size)
+        decoded, stored = decode_file(src, size)
         pixels = square_rgb(decoded, size, center_crop)
-        prints = fingerprint(decoded, pixels, os.path.getsize(src)) if audit else None
+        prints = fingerprint(decoded, pixels, (stored, os.path.getsize(src))) if audit else None
     except BadImage as e:
         return index, e.reason, e.detail, None, None
     # OpenCV's encoder: the same libjpeg-turbo as Pillow's at about half the cost (it takes BGR).
@@ -68,8 +68,8 @@ def fingerprint_one(task: tuple[int, str]):
     index, path = task
     try:
         # A side larger than any image: JPEG draft mode must not shrink the decode.
-        decoded = decode_rgb(path, 1 << 16)
-        return index, None, "", fingerprint(decoded, decoded, os.path.getsize(path))
+        decoded, stored = decode_file(path, 1 << 16)
+        return index, None, "", fingerprint(decoded, decoded, (stored, os.path.getsize(path)))
     except (BadImage, OSError) as e:
         return index, getattr(e, "reason", "unreadable"), str(e), None
 

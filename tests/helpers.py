@@ -50,7 +50,10 @@ def photo_like(rng: np.random.Generator, height: int, width: int, palette=None) 
     for _ in range(int(rng.integers(4, 8))):
         colour = [float(v) for v in colours[int(rng.integers(len(colours)))]]
         centre = (int(rng.integers(width)), int(rng.integers(height)))
-        axes = (int(rng.integers(width // 10, width // 3)), int(rng.integers(height // 10, height // 3)))
+        axes = (
+            int(rng.integers(width // 10, width // 3)),
+            int(rng.integers(height // 10, height // 3)),
+        )
         if rng.uniform() < 0.5:
             cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
         else:
