@@ -1,12 +1,17 @@
 """Finding copies among a dataset's images: exact duplicates, near duplicates, label conflicts.
 
-Two fingerprints per image, both taken from pixels already decoded for another purpose:
-- `pixel_digest`: a 128-bit BLAKE2 of the decoded RGB array (and its shape). Equal digests are
-  exact duplicates: the same pixels, whatever the bytes (a PNG re-save of a JPEG's pixels too).
-- `phash`: a 64-bit DCT perceptual hash. The image is shrunk to 32x32 grayscale, its 2-D DCT
-  taken, and each of the 8x8 lowest frequencies set to 1 when above their median. Low
-  frequencies are what re-encoding, resizing, a few percent of crop and a brightness change
-  leave alone (brightness moves only the DC term, which stays above the median).
+Each worker fingerprints the output square it has just made (no second decode): it shrinks it
+once to 32x32 RGB and derives from that
+- `key`: a BLAKE2 of the 32x32 thumbnail and the decoded size. Images with the same pixels have
+  the same key; the few that share a key are decoded again and compared by `pixel_digest`, a
+  BLAKE2 of the whole decoded array: equal digests are exact duplicates, the same pixels
+  whatever the bytes. (Hashing every full array in the workers cost 0.4 ms per Caltech-sized
+  image, a third of the whole per-image work; the 32x32 key costs microseconds.)
+- `phash`: a 64-bit DCT perceptual hash: the 2-D DCT of the 32x32 grayscale, and each of the
+  8x8 lowest frequencies set to 1 when above their median. Low frequencies are what
+  re-encoding, resizing, a few percent of crop and a brightness change leave alone (brightness
+  moves only the DC term, which stays above the median).
+- `thumb`: the 16x16 RGB thumbnail, to check near-duplicate candidates (below).
 
 Two images are near duplicates when their pHashes differ in at most `NEAR_THRESHOLD` bits and
 their 16x16 colour thumbnails, mean removed, correlate at `MIN_CORRELATION` or more. The hash
@@ -24,10 +29,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from preprocessing.image_io import BadImage, decode_file
 
 HASH_NAME = "pHash (64-bit DCT of 32x32 grayscale)"
 # Measured on 2,000 generated photos (tests/helpers.py photo_like, 20 shared palettes) and
@@ -51,19 +59,31 @@ def pixel_digest(pixels: np.ndarray) -> bytes:
     return h.digest()
 
 
-def phash(pixels: np.ndarray) -> int:
-    """The 64-bit DCT perceptual hash of an RGB (or grayscale) uint8 array, as an int."""
-    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels
-    # INTER_AREA averages every source pixel, so the hash does not depend on the input size.
-    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8].ravel()
+def file_digest(path: str, size: int) -> bytes | None:
+    """`pixel_digest` of a file decoded as for a `size` output; None if it no longer decodes."""
+    try:
+        return pixel_digest(decode_file(path, size)[0])
+    except BadImage:
+        return None
+
+
+def shrink(pixels: np.ndarray) -> np.ndarray:
+    """The 32x32 RGB uint8 image every other fingerprint is taken from."""
+    # INTER_AREA averages every source pixel, so the result does not depend on the input size.
+    return cv2.resize(pixels, (32, 32), interpolation=cv2.INTER_AREA)
+
+
+def phash(small: np.ndarray) -> int:
+    """The 64-bit DCT perceptual hash of a `shrink`-ed RGB image, as an int."""
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    low = cv2.dct(gray)[:8, :8].ravel()
     bits = low > np.median(low)
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
-def thumbnail(pixels: np.ndarray) -> np.ndarray:
-    """The THUMB x THUMB RGB uint8 thumbnail that near-duplicate candidates are checked on."""
-    return cv2.resize(pixels, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+def thumbnail(small: np.ndarray) -> np.ndarray:
+    """The THUMB x THUMB RGB uint8 thumbnail of a `shrink`-ed image (checks candidates)."""
+    return cv2.resize(small, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,27 +102,27 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 class Fingerprint:
     """What the audit keeps of one image (about 800 bytes)."""
 
-    digest: bytes
+    key: bytes
     phash: int
     thumb: np.ndarray
     size: tuple[int, int]  # (stored pixels, file bytes): the largest is a group's reference
 
 
-def fingerprint(decoded: np.ndarray, square: np.ndarray, size: tuple[int, int]) -> Fingerprint:
+def fingerprint(square: np.ndarray, shape: tuple, size: tuple[int, int]) -> Fingerprint:
     """The audit's fingerprint of one image.
 
     Args:
-        decoded: the RGB array as decoded (exact duplicates compare these pixels; a JPEG that
-            decoded at a draft scale is compared at that scale, so a PNG re-save of a photo
-            twice the output size is found as a near duplicate at distance 0, not as exact).
-        square: the cropped, resized square written to the dataset (hashed for near copies,
-            so all images are compared at one size).
+        square: the cropped, resized square written to the dataset (all images are compared
+            at one size).
+        shape: the shape of the array as decoded (part of the key: exact copies share it).
         size: (pixels the file stores, its bytes): what decides which copy is the largest.
     """
+    small = shrink(square)
+    key = hashlib.blake2b(repr(tuple(shape)).encode() + small.tobytes(), digest_size=16)
     return Fingerprint(
-        digest=pixel_digest(decoded),
-        phash=phash(square),
-        thumb=thumbnail(square),
+        key=key.digest(),
+        phash=phash(small),
+        thumb=thumbnail(small),
         size=(int(size[0]), int(size[1])),
     )
 
@@ -181,26 +201,42 @@ class Group:
         return EXACT if all(self.exact) else NEAR
 
 
-def find_groups(prints: list[Fingerprint], threshold: int = NEAR_THRESHOLD) -> list[Group]:
+def find_groups(
+    prints: list[Fingerprint],
+    digest_of: Callable[[int], bytes | None],
+    threshold: int = NEAR_THRESHOLD,
+) -> list[Group]:
     """Groups the audited images into copies of one another (only groups of two or more).
 
     Args:
         prints: the `fingerprint` of each image.
+        digest_of: index -> `pixel_digest` of that image decoded again (None if it no longer
+            decodes); called only for images that share a `key` with another.
         threshold: the most pHash bits two near duplicates may differ in.
 
     Returns:
         Groups, largest first (ties: lowest member index first).
     """
     n = len(prints)
-    digests = [p.digest for p in prints]
     hashes = [p.phash for p in prints]
     sizes = [p.size for p in prints]
     sets = _UnionFind(n)
-    first: dict[bytes, int] = {}
-    for i, digest in enumerate(digests):
-        sets.union(first.setdefault(digest, i), i)
-    # Near pairs among distinct pixel arrays only: exact copies would add nothing but work.
-    unique = sorted(first.values())
+    by_key = defaultdict(list)
+    for i, p in enumerate(prints):
+        by_key[p.key].append(i)
+    digests: dict[int, bytes | None] = {}
+    copy = set()  # exact copies of an earlier image: left out of the near search
+    for indices in by_key.values():
+        if len(indices) < 2:
+            continue
+        first: dict[bytes, int] = {}
+        for i in indices:
+            digests[i] = digest_of(i)
+            if digests[i] is not None:
+                sets.union(first.setdefault(digests[i], i), i)
+                if first[digests[i]] != i:
+                    copy.add(i)
+    unique = [i for i in range(n) if i not in copy]
     for a, b in near_pairs([hashes[i] for i in unique], threshold):
         i, j = unique[a], unique[b]
         if correlation(prints[i].thumb, prints[j].thumb) >= MIN_CORRELATION:
@@ -218,7 +254,10 @@ def find_groups(prints: list[Fingerprint], threshold: int = NEAR_THRESHOLD) -> l
             Group(
                 members=tuple(ordered),
                 distances=tuple(hamming(hashes[ref], hashes[i]) for i in ordered),
-                exact=tuple(digests[i] == digests[ref] for i in ordered),
+                exact=tuple(
+                    digests.get(i) is not None and digests.get(i) == digests.get(ref)
+                    for i in ordered
+                ),
             )
         )
     groups.sort(key=lambda g: (-len(g.members), min(g.members)))

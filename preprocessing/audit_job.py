@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from keras_googlenet.errors import UserError
-from preprocessing.audit import Audit, find_groups
+from preprocessing.audit import Audit, file_digest, find_groups
 from preprocessing.audit_report import AUDIT_CSV, write_report
-from preprocessing.workers import default_workers, fingerprint_one, map_tasks
+from preprocessing.workers import NO_DRAFT, default_workers, fingerprint_one, map_tasks
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def audit_folder(data_dir: str | Path, workers: int | None = None, progress: boo
         paths=[paths[i] for i in keep],
         classes=[classes[i] for i in keep],
         splits=[splits[i] for i in keep],
-        groups=find_groups([prints[i] for i in keep]),
+        groups=find_groups(
+            [prints[i] for i in keep], lambda k: file_digest(paths[keep[k]], NO_DRAFT)
+        ),
         notes={},
     )
     return audit, sorted(unreadable)

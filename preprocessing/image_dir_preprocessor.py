@@ -53,7 +53,7 @@ import numpy as np
 
 from keras_googlenet.atomic import atomic_open, atomic_write_text
 from keras_googlenet.errors import UserError
-from preprocessing.audit import Audit, find_groups
+from preprocessing.audit import Audit, file_digest, find_groups
 from preprocessing.audit_report import AUDIT_CSV, AUDIT_DIR, AUDIT_JSON, write_report
 from preprocessing.folders import scan_input, stratified_split, unique_names
 from preprocessing.workers import default_workers, run_tasks
@@ -272,7 +272,7 @@ def preprocess(
             failures[index] = (reason, detail)
     report = None
     if audit:
-        report = _audit(found, input_dir, prints, dedupe, drop_conflicts, failures)
+        report = _audit(found, input_dir, prints, size, dedupe, drop_conflicts, failures)
 
     # 3. Split the readable images per class; classes left empty are dropped.
     by_class: dict[int, list[int]] = {c: [] for c in range(len(found.classes))}
@@ -362,7 +362,7 @@ def preprocess(
     )
 
 
-def _audit(found, input_dir: Path, prints: dict, dedupe: bool, drop_conflicts: bool, failures):
+def _audit(found, input_dir: Path, prints, size: int, dedupe: bool, drop_conflicts: bool, failures):
     """Groups the readable images' copies; adds what --dedupe / --drop-conflicts leave out to
     `failures` (index -> (reason, detail)). Returns the `Audit`, its splits not yet known."""
     readable = sorted(prints)
@@ -372,7 +372,9 @@ def _audit(found, input_dir: Path, prints: dict, dedupe: bool, drop_conflicts: b
         paths=[str(input_dir / r) for r in rel],
         classes=[found.classes[found.candidates[i][1]].name for i in readable],
         splits=[""] * len(readable),
-        groups=find_groups([prints[i] for i in readable]),
+        groups=find_groups(
+            [prints[i] for i in readable], lambda k: file_digest(str(input_dir / rel[k]), size)
+        ),
         notes={},
     )
     for group in report.groups:

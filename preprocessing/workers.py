@@ -20,6 +20,8 @@ from tqdm import tqdm
 from preprocessing.audit import fingerprint
 from preprocessing.image_io import BadImage, decode_file, square_rgb
 
+# A side larger than any image: JPEG draft mode never shrinks the decode of a processed image.
+NO_DRAFT = 1 << 16
 JPEG_QUALITY = 95  # the training crops come from these files: keep them close to lossless
 
 
@@ -42,7 +44,8 @@ def process_one(task: tuple[int, str, str], size: int, center_crop: bool, audit:
     try:
         decoded, stored = decode_file(src, size)
         pixels = square_rgb(decoded, size, center_crop)
-        prints = fingerprint(decoded, pixels, (stored, os.path.getsize(src))) if audit else None
+        size_of = (stored, os.path.getsize(src))
+        prints = fingerprint(pixels, decoded.shape, size_of) if audit else None
     except BadImage as e:
         return index, e.reason, e.detail, None, None
     # OpenCV's encoder: the same libjpeg-turbo as Pillow's at about half the cost (it takes BGR).
@@ -67,9 +70,9 @@ def fingerprint_one(task: tuple[int, str]):
     """
     index, path = task
     try:
-        # A side larger than any image: JPEG draft mode must not shrink the decode.
-        decoded, stored = decode_file(path, 1 << 16)
-        return index, None, "", fingerprint(decoded, decoded, (stored, os.path.getsize(path)))
+        decoded, stored = decode_file(path, NO_DRAFT)
+        size_of = (stored, os.path.getsize(path))
+        return index, None, "", fingerprint(decoded, decoded.shape, size_of)
     except (BadImage, OSError) as e:
         return index, getattr(e, "reason", "unreadable"), str(e), None
 

@@ -184,13 +184,12 @@ def test_audit_job_reports_leakage_of_a_processed_folder(tmp_path, capsys):
 
 
 def test_dataset_facts_record_the_audit(planted, tmp_path):
-    from helpers import tiny_config
-
+    from keras_googlenet.config import Config, DataConfig
     from keras_googlenet.data.dataset_info import read_dataset_info
     from keras_googlenet.training.run_dir import RunDir, write_dataset_facts
 
     _, _, out, summary = planted
-    info = read_dataset_info(tiny_config(out))
+    info = read_dataset_info(Config(data=DataConfig(input_dir=str(out))))
     write_dataset_facts(RunDir(tmp_path), info)
     facts = json.loads((tmp_path / "dataset.json").read_text())
     assert facts["audit"] == summary.audit
@@ -199,7 +198,7 @@ def test_dataset_facts_record_the_audit(planted, tmp_path):
 def test_clean_and_single_image_audits_say_so_in_one_line():
     rng = np.random.default_rng(3)
     photos = [photo_like(rng, 80, 80) for _ in range(5)]
-    prints = [fingerprint(p, p, (6400, 1000)) for p in photos]
+    prints = [fingerprint(p, p.shape, (6400, 1000)) for p in photos]
 
     def lines(n):
         audit = Audit(
@@ -207,7 +206,7 @@ def test_clean_and_single_image_audits_say_so_in_one_line():
             paths=[""] * n,
             classes=["a"] * n,
             splits=[""] * n,
-            groups=find_groups(prints[:n]),
+            groups=find_groups(prints[:n], lambda k: None),
             notes={},
         )
         return audit.lines()
