@@ -191,18 +191,20 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
 
 def audit_cost(root: Path, workers: int, size: int, repeat: int) -> None:
     """Prints the preprocessing time with and without the audit: median and spread of runs."""
-    times = {True: [], False: []}
+    runs = {True: [], False: []}
     for _ in range(repeat):  # interleaved, so load from other jobs hits both alike
         for audit in (False, True):
-            times[audit].append(measure(root, workers, size, audit)["seconds"])
-    for audit in (False, True):
-        t = times[audit]
-        print(
-            f"  {'with audit' if audit else 'no audit':<11} median {np.median(t):6.2f} s, "
-            f"spread {min(t):.2f}-{max(t):.2f} s over {len(t)} runs"
-        )
-    added = np.median(times[True]) / np.median(times[False]) - 1
-    print(f"  audit adds {100 * added:+.1f}% (median against median)")
+            runs[audit].append(measure(root, workers, size, audit))
+    for key, unit in (("seconds", "wall s"), ("cpu_seconds", "CPU s")):
+        for audit in (False, True):
+            t = [r[key] for r in runs[audit]]
+            print(
+                f"  {'with audit' if audit else 'no audit':<11} {unit:<6} median "
+                f"{np.median(t):6.2f}, spread {min(t):.2f}-{max(t):.2f} over {len(t)} runs"
+            )
+        with_audit = np.median([r[key] for r in runs[True]])
+        added = with_audit / np.median([r[key] for r in runs[False]]) - 1
+        print(f"  audit adds {100 * added:+.1f}% {unit} (median against median)")
 
 
 def main() -> None:

@@ -73,23 +73,36 @@ def group_picture(audit: Audit, group: Group) -> bytes:
 
 
 def class_chart(per_class: dict[str, int], imbalance: float | None) -> bytes:
-    """PNG bytes of a bar chart of images per class, titled with the imbalance ratio."""
-    import matplotlib
+    """PNG bytes of a bar chart of images per class, titled with the imbalance ratio.
 
-    matplotlib.use("Agg")  # no display on servers; must come before pyplot
-    import matplotlib.pyplot as plt
-
+    Drawn with Pillow: matplotlib's import and layout took 3 s, most of the audit's time.
+    """
     labels = list(per_class)
-    fig, ax = plt.subplots(figsize=(min(60, max(6, 0.14 * len(labels))), 4))
-    ax.bar(range(len(labels)), [per_class[k] for k in labels], color="tab:blue")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    ax.set_ylabel("images (train + val)")
+    bar, left, top, plot_h, label_h = 12, 60, 30, 240, 130
+    width = left + bar * max(1, len(labels)) + 20
+    sheet = Image.new("RGB", (max(width, 420), top + plot_h + label_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    most = max(per_class.values(), default=1)
     ratio = f"{imbalance:.1f}x" if imbalance else "n/a"
-    ax.set_title(f"images per class: largest / smallest = {ratio}")
-    ax.margins(x=0.005)
+    draw.text((left, 8), f"images per class: largest / smallest = {ratio}", fill="black")
+    draw.line((left - 2, top, left - 2, top + plot_h), fill="black")
+    for value in (0, most // 2, most):  # three ticks: enough to read the scale
+        y = top + plot_h - plot_h * value / most
+        draw.text((4, y - 6), f"{value:>6}", fill="black")
+        draw.line((left - 6, y, left - 2, y), fill="black")
+    for k, label in enumerate(labels):
+        x = left + k * bar
+        height = plot_h * per_class[label] / most
+        draw.rectangle((x, top + plot_h - height, x + bar - 2, top + plot_h), fill=(31, 119, 180))
+        text = Image.new("L", (label_h - 4, bar + 2), 255)
+        ImageDraw.Draw(text).text((0, -2), label[:24], fill=0)
+        sheet.paste(
+            (0, 0, 0),
+            (x - 1, top + plot_h + 4),
+            text.rotate(90, expand=True).point(lambda v: 255 - v),
+        )
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    sheet.save(buffer, "PNG")
     return buffer.getvalue()
 
 

@@ -58,7 +58,7 @@ def write_planted(root: Path) -> list[set[str]]:
     copies["002.dogs/resized.jpg"] = (names[9], None)
     save(root / "002.dogs/resized.jpg", np.asarray(small))
     img = originals[names[10]]
-    dy, dx = img.shape[0] * 2 // 100, img.shape[1] * 2 // 100
+    dy, dx = img.shape[0] * 15 // 1000, img.shape[1] * 15 // 1000  # 1.5% off each side
     copies["002.dogs/cropped.jpg"] = (names[10], None)
     save(root / "002.dogs/cropped.jpg", img[dy : img.shape[0] - dy, dx : img.shape[1] - dx])
     bright = np.clip(originals[names[17]].astype(int) + 15, 0, 255).astype(np.uint8)
