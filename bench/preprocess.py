@@ -136,6 +136,7 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
     import cv2
 
     from preprocessing import image_io
+    from preprocessing.audit import fingerprint
     from preprocessing.workers import process_one
 
     cv2.setNumThreads(1)  # as in the workers
@@ -178,7 +179,17 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
             squares,
             lambda a: Image.fromarray(a).save(io.BytesIO(), "JPEG", quality=95),
         ),
-        ("process_one (+ write, sums)", files, lambda f: process_one((0, f, out), size, True)),
+        ("audit fingerprint (shrink, hashes)", squares, lambda a: fingerprint(a, a.shape, (0, 0))),
+        (
+            "process_one, no audit",
+            files,
+            lambda f: process_one((0, f, out), size, True, audit=False),
+        ),
+        (
+            "process_one (+ write, sums, audit)",
+            files,
+            lambda f: process_one((0, f, out), size, True),
+        ),
     ]
     print(f"CPU ms per image, {len(files)} files of {input_dir.name}:")
     for name, inputs, step in steps:
