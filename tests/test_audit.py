@@ -234,3 +234,29 @@ def test_banded_search_finds_exactly_the_pairs_a_full_comparison_finds():
     }
     assert set(near_pairs(hashes)) == {(int(i), int(j)) for i, j in brute}
     assert planted <= brute and len(planted) > 150
+
+
+def test_an_interrupted_report_leaves_nothing_half_written(planted, tmp_path, monkeypatch):
+    _, _, out, _ = planted
+    audit = Audit(
+        files=["a.jpg", "b.jpg"],
+        paths=[str(p) for p in sorted((out / "train").iterdir())[:2]],
+        classes=["x", "y"],
+        splits=["train", "val"],
+        groups=[],
+        notes={},
+    )
+    audit_report.write_report(audit, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit_report, "class_chart", interrupted)
+    audit.splits = ["train", "train"]
+    with pytest.raises(KeyboardInterrupt):
+        audit_report.write_report(audit, tmp_path)
+    # audit.csv is rewritten whole (atomically); the pictures and audit.json stay the old ones.
+    after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert set(after) == set(before) and after["audit.json"] == before["audit.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

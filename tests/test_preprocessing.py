@@ -252,6 +252,22 @@ def test_split_of_a_class_does_not_depend_on_other_classes():
     assert len(set(unique_names(5000, 1))) == 5000 and unique_names(3, 1) == unique_names(3, 1)
 
 
+def test_split_keeps_each_group_of_copies_on_one_side():
+    files = {
+        "001.a": [f"001.a/{i}.jpg" for i in range(10)],
+        "002.b": [f"002.b/{i}.jpg" for i in range(10)],
+    }
+    plain = stratified_split(files, 0.2, seed=3)
+    assert stratified_split(files, 0.2, seed=3, groups=[]) == plain  # no groups: as before
+    groups = [["001.a/0.jpg", "001.a/1.jpg"], ["001.a/2.jpg", "002.b/5.jpg", "002.b/6.jpg"]]
+    for seed in range(20):
+        train, val = stratified_split(files, 0.2, seed=seed, groups=groups)
+        assert train | val == {f for names in files.values() for f in names}
+        for group in groups:
+            assert set(group) <= train or set(group) <= val, (seed, group)
+        assert len(val) <= 4  # each class's share (2) is never exceeded
+
+
 def test_val_count_keeps_both_splits_when_possible():
     assert [val_count(n, 0.2) for n in (0, 1, 2, 3, 5, 10, 11)] == [0, 0, 1, 1, 1, 2, 2]
     assert val_count(4, 0.9) == 3  # at least one image stays in train
