@@ -2,6 +2,7 @@
 
     python bench/preprocess.py [--images 3000] [--size 256] [--repeat 1] [--shape caltech]
     python bench/preprocess.py --parts          # the cost of one image, part by part
+    python bench/preprocess.py --audit-cost --shape caltech --repeat 3   # what the audit adds
 
 The first run generates the input once into bench/.cache/; later runs reuse it. Two shapes:
 `photos`, JPEGs of 300-1000 px per side (phone-sized photos), and `caltech`, shaped like
@@ -100,12 +101,12 @@ def subset(root: Path, num_images: int) -> Path:
     return small
 
 
-def measure_one(input_dir: str, workers: int, size: int) -> dict:
+def measure_one(input_dir: str, workers: int, size: int, audit: bool = True) -> dict:
     """Runs the preprocessor here (call in a fresh process) and returns the numbers."""
     out = CACHE / f"out_{os.getpid()}"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    summary = preprocess(input_dir, out, size=size, workers=workers, progress=False)
+    summary = preprocess(input_dir, out, size=size, workers=workers, progress=False, audit=audit)
     seconds = time.perf_counter() - start
     shutil.rmtree(out)
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -121,9 +122,9 @@ def measure_one(input_dir: str, workers: int, size: int) -> dict:
     }
 
 
-def measure(input_dir: Path, workers: int, size: int) -> dict:
+def measure(input_dir: Path, workers: int, size: int, audit: bool = True) -> dict:
     cmd = [sys.executable, __file__, "--one", str(input_dir), "--workers", str(workers)]
-    cmd += ["--size", str(size)]
+    cmd += ["--size", str(size)] + ([] if audit else ["--no-audit"])
     result = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -135,6 +136,7 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
     import cv2
 
     from preprocessing import image_io
+    from preprocessing.audit import fingerprint
     from preprocessing.workers import process_one
 
     cv2.setNumThreads(1)  # as in the workers
@@ -177,7 +179,17 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
             squares,
             lambda a: Image.fromarray(a).save(io.BytesIO(), "JPEG", quality=95),
         ),
-        ("process_one (+ write, sums)", files, lambda f: process_one((0, f, out), size, True)),
+        ("audit fingerprint (shrink, hashes)", squares, lambda a: fingerprint(a, a.shape, (0, 0))),
+        (
+            "process_one, no audit",
+            files,
+            lambda f: process_one((0, f, out), size, True, audit=False),
+        ),
+        (
+            "process_one (+ write, sums, audit)",
+            files,
+            lambda f: process_one((0, f, out), size, True),
+        ),
     ]
     print(f"CPU ms per image, {len(files)} files of {input_dir.name}:")
     for name, inputs, step in steps:
@@ -188,6 +200,24 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
     out.unlink(missing_ok=True)
 
 
+def audit_cost(root: Path, workers: int, size: int, repeat: int) -> None:
+    """Prints the preprocessing time with and without the audit: median and spread of runs."""
+    runs = {True: [], False: []}
+    for _ in range(repeat):  # interleaved, so load from other jobs hits both alike
+        for audit in (False, True):
+            runs[audit].append(measure(root, workers, size, audit))
+    for key, unit in (("seconds", "wall s"), ("cpu_seconds", "CPU s")):
+        for audit in (False, True):
+            t = [r[key] for r in runs[audit]]
+            print(
+                f"  {'with audit' if audit else 'no audit':<11} {unit:<6} median "
+                f"{np.median(t):6.2f}, spread {min(t):.2f}-{max(t):.2f} over {len(t)} runs"
+            )
+        with_audit = np.median([r[key] for r in runs[True]])
+        added = with_audit / np.median([r[key] for r in runs[False]]) - 1
+        print(f"  audit adds {100 * added:+.1f}% {unit} (median against median)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
@@ -195,17 +225,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per setting; best is kept")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="photos")
     parser.add_argument("--parts", action="store_true", help="time one image's parts and stop")
+    parser.add_argument("--audit-cost", action="store_true", help="time with and without audit")
+    parser.add_argument("--no-audit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one, args.workers, args.size)))
+        print(json.dumps(measure_one(args.one, args.workers, args.size, not args.no_audit)))
         return
 
     cores = default_workers()
     root = generate(args.images, args.shape)
     if args.parts:
         parts(root, args.size)
+        return
+    if args.audit_cost:
+        print(
+            f"audit cost: {args.images} JPEGs ({args.shape}), {cores} workers, load average "
+            f"before: {os.getloadavg()[0]:.2f}"
+        )
+        audit_cost(root, cores, args.size, args.repeat)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     small = subset(root, max(1, args.images // 5))
     print(

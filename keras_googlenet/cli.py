@@ -37,6 +37,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "preprocessing.job",
         "class folders of images -> train/val JPEGs, CSVs, class names, mean",
     ),
+    "audit": (
+        "preprocessing.audit_job",
+        "duplicates, train/val leakage, label conflicts and balance of a processed folder",
+    ),
     "train": ("keras_googlenet.training.train", "train GoogLeNet; the same command resumes"),
     "evaluate": (
         "keras_googlenet.evaluation.evaluate",
@@ -132,11 +136,32 @@ def _job_parsers(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="skip the duplicate audit (and its group-aware split and report)",
+    )
+    p.add_argument(
+        "--dedupe", action="store_true", help="keep one file of each group of copies (the largest)"
+    )
+    p.add_argument(
+        "--drop-conflicts",
+        action="store_true",
+        help="leave out groups of copies filed under two or more classes",
+    )
+    p.add_argument(
         "--config",
         metavar="NAME|FILE",
         help="recipe; its preprocess: section gives defaults (flags win), data.input_dir the "
         "output folder",
     )
+
+    p = job("audit")
+    p.add_argument(
+        "--input", required=True, metavar="DIR", help="a processed folder (train/, val/, CSVs)"
+    )
+    p.add_argument("--output", metavar="DIR", help="where the report goes (default: --input)")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = job("train")
     _add_config(p)
@@ -283,7 +308,7 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.job is None:
         make_parser().print_help()
         return 0
-    if args.job != "preprocess":  # the preprocessor never imports TensorFlow
+    if args.job not in ("preprocess", "audit"):  # these never import TensorFlow
         import_tensorflow(args.verbose)
     module = importlib.import_module(JOBS[args.job][0])
     return module.run(args) or 0

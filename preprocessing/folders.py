@@ -113,28 +113,48 @@ def val_count(num_images: int, val_split: float) -> int:
 
 
 def stratified_split(
-    files_by_class: dict[str, list[str]], val_split: float, seed: int
+    files_by_class: dict[str, list[str]],
+    val_split: float,
+    seed: int,
+    groups: list[list[str]] | None = None,
 ) -> tuple[set[str], set[str]]:
     """Splits each class's files into train and val with the same fraction, reproducibly.
 
     Each class is shuffled by its own generator seeded from (seed, folder name), so a class's
     split does not change when other classes are added, removed or lose files.
 
+    Files of one group (copies of one image, found by the audit) go to the same side, so no
+    copy is trained on and validated on. A group is placed with the class of its first file
+    (sorted), counts its whole size against that class's validation share, and goes to val
+    only while it fits in it: without groups this is the plain per-class split.
+
     Args:
         files_by_class: folder name -> its readable files (relative paths).
         val_split: fraction of each class that goes to validation (see `val_count`).
         seed: the split seed.
+        groups: lists of files that must land on one side (a file in no group is alone).
 
     Returns:
         (train files, val files).
     """
+    unit_of: dict[str, list[str]] = {}
+    for group in groups or []:
+        members = sorted(group)
+        for name in members:
+            unit_of[name] = members
     train, val = set(), set()
     for folder, files in files_by_class.items():
-        order = sorted(files)
-        random.Random(f"{seed}:{folder}").shuffle(order)
-        n_val = val_count(len(order), val_split)
-        val.update(order[:n_val])
-        train.update(order[n_val:])
+        # A unit is handled by the class holding its first file, so exactly once.
+        units = [unit_of.get(f, [f]) for f in sorted(files)]
+        units = [u for u, f in zip(units, sorted(files), strict=True) if u[0] == f]
+        random.Random(f"{seed}:{folder}").shuffle(units)
+        room = val_count(len(files), val_split)
+        for unit in units:
+            if len(unit) <= room:
+                room -= len(unit)
+                val.update(unit)
+            else:
+                train.update(unit)
     return train, val
 
 

@@ -2,7 +2,8 @@
 
     keras-googlenet preprocess --input 256_ObjectCategories \\
         --output data/caltech256 [--val-split 0.2] [--image-size 256] [--no-center-crop] \\
-        [--include-clutter] [--seed 42] [--workers N] [--overwrite] [--config FILE]
+        [--include-clutter] [--seed 42] [--workers N] [--overwrite] [--config FILE] \\
+        [--no-audit] [--dedupe] [--drop-conflicts]
 
 Writes into the output folder:
     train/*.jpg, val/*.jpg  random unique names (16 hex digits), size x size RGB JPEGs
@@ -11,14 +12,21 @@ Writes into the output folder:
     rgb_val.json            {"R", "G", "B"}: mean over every train pixel after resizing, 0-255
     skipped.csv             file,reason,detail: every entry that is not in train/ or val/
     sources.csv             image,split,class,source: where each written image came from
+    audit.csv, audit.json, audit/   copies found among the images (preprocessing/audit.py,
+                            audit_report.py); absent with --no-audit
 
 How a run goes, and why in this order:
 1. List the class folders (no decoding); refuse bad arguments before any work.
 2. Decode, crop and resize every file in worker processes; each worker writes its JPEG into
-   `.staging/` and returns only the image's per-channel pixel sums, so memory stays flat.
-3. Split the readable images per class (seeded), move each file to train/ or val/ (a rename).
-4. Write the CSVs and the mean last, each atomically, then remove the `.preprocess-incomplete`
-   marker. An interrupted run therefore never leaves a CSV naming an image that is not there.
+   `.staging/` and returns only the image's per-channel pixel sums and its audit fingerprint
+   (hashes of the pixels it decoded anyway), so memory stays flat.
+3. Group the copies (the audit); with --drop-conflicts leave out groups filed under two or
+   more classes, with --dedupe keep only each group's largest file (both listed in skipped.csv).
+4. Split the readable images per class (seeded), each group of copies wholly to one side, and
+   move each file to train/ or val/ (a rename).
+5. Write the audit report, then the CSVs and the mean last, each atomically, then remove the
+   `.preprocess-incomplete` marker. An interrupted run therefore never leaves a CSV naming an
+   image that is not there.
 
 Interrupted runs start clean: a folder holding the marker is recognised as our unfinished output,
 its partial contents are removed and the run starts again (no --overwrite needed). A full
@@ -45,6 +53,8 @@ import numpy as np
 
 from keras_googlenet.atomic import atomic_open, atomic_write_text
 from keras_googlenet.errors import UserError
+from preprocessing.audit import Audit, file_digest, find_groups
+from preprocessing.audit_report import AUDIT_CSV, AUDIT_DIR, AUDIT_JSON, write_report
 from preprocessing.folders import scan_input, stratified_split, unique_names
 from preprocessing.workers import default_workers, run_tasks
 
@@ -53,6 +63,11 @@ log = logging.getLogger(__name__)
 STAGING_DIR = ".staging"
 MARKER = ".preprocess-incomplete"
 TABLES = ("train.csv", "val.csv", "categories.csv", "rgb_val.json", "skipped.csv", "sources.csv")
+REPORTS = (AUDIT_CSV, AUDIT_JSON, AUDIT_DIR)
+
+# Reason codes of skipped.csv for readable images the audit left out.
+DUPLICATE = "duplicate"
+CONFLICT = "label conflict"
 
 
 @dataclass
@@ -69,6 +84,7 @@ class Summary:
     left_out: list[tuple[str, int]] = field(default_factory=list)  # (folder, entries)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    audit: dict | None = None  # the audit's counts (audit.json); None with --no-audit
 
     @property
     def written(self) -> int:
@@ -108,7 +124,7 @@ def check_options(val_split: float, size: int, workers: int | None, names=None) 
 
 def _clear_previous(output: Path) -> None:
     """Removes what a run of ours writes (nothing else) from `output`."""
-    for name in ("train", "val", STAGING_DIR, *TABLES, MARKER):
+    for name in ("train", "val", STAGING_DIR, *TABLES, *REPORTS, MARKER):
         path = output / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # a failure here stops the run: stale images must not mix in
@@ -175,6 +191,9 @@ def preprocess(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    audit: bool = True,
+    dedupe: bool = False,
+    drop_conflicts: bool = False,
 ) -> Summary:
     """Turns a folder of class folders into the processed dataset (see the module docstring).
 
@@ -190,6 +209,10 @@ def preprocess(
         workers: processes decoding images; None uses every core.
         overwrite: replace a previous output in `output_dir`.
         progress: show a progress bar on stderr.
+        audit: find exact and near duplicates, keep each group on one side of the split and
+            write the audit report (preprocessing/audit_report.py).
+        dedupe: keep one file of each group of copies (the most pixels, then the most bytes).
+        drop_conflicts: leave out every group whose copies are filed under two or more classes.
 
     Returns:
         A `Summary` (`summary.line()` is the end-of-run report). Warnings also go to the
@@ -201,6 +224,9 @@ def preprocess(
     """
     start = time.perf_counter()
     check_options(val_split, size, workers)
+    if (dedupe or drop_conflicts) and not audit:
+        flag = "--dedupe" if dedupe else "--drop-conflicts"
+        raise UserError(f"{flag} needs the audit (leave out --no-audit)")
     input_dir, output = Path(input_dir).expanduser(), Path(output_dir).expanduser()
     if not input_dir.exists():
         raise UserError(f"input folder {input_dir} does not exist")
@@ -235,12 +261,18 @@ def preprocess(
     ]
     sums = np.zeros((n, 3), dtype=np.int64)
     failures: dict[int, tuple[str, str]] = {}
+    prints = {}
     workers = min(workers or default_workers(), max(1, n))
-    for index, reason, detail, pixel_sum in run_tasks(tasks, size, center_crop, workers, progress):
+    results = run_tasks(tasks, size, center_crop, workers, progress, audit)
+    for index, reason, detail, pixel_sum, fingerprint in results:
         if reason is None:
             sums[index] = pixel_sum
+            prints[index] = fingerprint
         else:
             failures[index] = (reason, detail)
+    report = None
+    if audit:
+        report = _audit(found, input_dir, prints, size, dedupe, drop_conflicts, failures)
 
     # 3. Split the readable images per class; classes left empty are dropped.
     by_class: dict[int, list[int]] = {c: [] for c in range(len(found.classes))}
@@ -272,8 +304,12 @@ def preprocess(
         )
     class_id = {c: new for new, c in enumerate(kept)}
     rel_of = {i: found.candidates[i][0] for c in kept for i in by_class[c]}
+    together = [] if report is None else _groups_left(report)
     train_rel, _ = stratified_split(
-        {found.classes[c].name: [rel_of[i] for i in by_class[c]] for c in kept}, val_split, seed
+        {found.classes[c].name: [rel_of[i] for i in by_class[c]] for c in kept},
+        val_split,
+        seed,
+        together,
     )
     rows = {"train": [], "val": []}
     for c in kept:
@@ -286,7 +322,14 @@ def preprocess(
             os.replace(staging / name, output / split / name)
     shutil.rmtree(staging)
 
-    # 4. The tables, last and atomically.
+    # 5. The audit report, then the tables, last and atomically.
+    counts = None
+    if report is not None:
+        place = {rel: split for split in ("train", "val") for _, _, rel in rows[split]}
+        report.splits = [place.get(rel, "") for rel in report.files]
+        counts = write_report(report, output)
+        for line in report.lines():
+            log.info(line)
     train_idx = [i for c in kept for i in by_class[c] if rel_of[i] in train_rel]
     mean = sums[train_idx].sum(axis=0) / (len(train_idx) * size * size)
     mean_rgb = {k: float(v) for k, v in zip("RGB", mean, strict=True)}
@@ -315,7 +358,47 @@ def preprocess(
         left_out=found.left_out,
         warnings=warnings,
         seconds=time.perf_counter() - start,
+        audit=counts,
     )
+
+
+def _audit(found, input_dir: Path, prints, size: int, dedupe: bool, drop_conflicts: bool, failures):
+    """Groups the readable images' copies; adds what --dedupe / --drop-conflicts leave out to
+    `failures` (index -> (reason, detail)). Returns the `Audit`, its splits not yet known."""
+    readable = sorted(prints)
+    rel = [found.candidates[i][0] for i in readable]
+    report = Audit(
+        files=rel,
+        paths=[str(input_dir / r) for r in rel],
+        classes=[found.classes[found.candidates[i][1]].name for i in readable],
+        splits=[""] * len(readable),
+        groups=find_groups(
+            [prints[i] for i in readable], lambda k: file_digest(str(input_dir / rel[k]), size)
+        ),
+        notes={},
+    )
+    for group in report.groups:
+        reference = rel[group.members[0]]
+        if drop_conflicts and report.spans_classes(group):
+            classes = ", ".join(sorted({report.classes[k] for k in group.members}))
+            for k in group.members:
+                failures[readable[k]] = (CONFLICT, f"copies filed under {classes}")
+                report.notes[k] = "--drop-conflicts: copies filed under two or more classes"
+        elif dedupe:
+            for k in group.members[1:]:
+                failures[readable[k]] = (DUPLICATE, f"a copy of {reference} (--dedupe)")
+                report.notes[k] = "--dedupe: a smaller copy of the group's reference"
+    return report
+
+
+def _groups_left(report: Audit) -> list[list[str]]:
+    """The groups' files still to be split (left-out copies removed)."""
+    groups = []
+    for group in report.groups:
+        members = [report.files[k] for k in group.members if k not in report.notes]
+        if len(members) > 1:
+            groups.append(members)
+    return groups
 
 
 # --------------------------------------------------------------------------------------------

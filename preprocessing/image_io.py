@@ -116,6 +116,32 @@ def load_rgb(
     Raises:
         BadImage: empty, not an image, truncated, corrupt or too large; `reason` says which.
     """
+    return square_rgb(decode_file(path, size)[0], size, center_crop, resample)
+
+
+def square_rgb(
+    pixels: np.ndarray, size: int, center_crop: bool = True, resample: str = "bicubic"
+) -> np.ndarray:
+    """A decoded RGB array as the `size` x `size` square `load_rgb` returns."""
+    height, width = pixels.shape[:2]
+    box = square_box(width, height) if center_crop else (0, 0, width, height)
+    return resize_square(pixels, size, box, resample)
+
+
+def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
+    """Decodes an image file by content into an upright RGB uint8 array (height, width, 3).
+
+    Args:
+        path: the file; its extension is ignored.
+        size: the side it will be resized to; a JPEG decodes at 1/2, 1/4 or 1/8 scale when
+            that still covers it.
+
+    Returns:
+        (the array, the pixels the file stores: width x height before any JPEG draft scale).
+
+    Raises:
+        BadImage: empty, not an image, truncated, corrupt or too large; `reason` says which.
+    """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -126,6 +152,7 @@ def load_rgb(
             with Image.open(path) as im:
                 # JPEGs decode at 1/2, 1/4 or 1/8 scale when that still covers the output
                 # square: the biggest speed-up for multi-megapixel photos (and memory saver).
+                stored = im.size[0] * im.size[1]
                 im.draft("RGB", (size, size))
                 width, height = im.size
                 if width * height > MAX_DECODE_PIXELS:
@@ -148,8 +175,7 @@ def load_rgb(
         raise BadImage(CORRUPT, message) from None
     except Exception as e:  # any decoder failure is a bad file, not a crash
         raise BadImage(CORRUPT, f"{type(e).__name__}: {e}") from None
-    box = square_box(*im.size) if center_crop else (0, 0, *im.size)
-    return resize_square(np.asarray(im, dtype=np.uint8), size, box, resample)
+    return np.asarray(im, dtype=np.uint8), stored
 
 
 def resize_square(

@@ -52,6 +52,9 @@ def run(args) -> int:
         output_dir,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        audit=not args.no_audit,
+        dedupe=args.dedupe,
+        drop_conflicts=args.drop_conflicts,
         **values,
     )
     print(summary.line())

@@ -35,6 +35,34 @@ def class_image(class_id: int, size: int, rng: np.random.Generator) -> np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def photo_like(rng: np.random.Generator, height: int, width: int, palette=None) -> np.ndarray:
+    """A photo-like RGB uint8 picture: a smooth gradient, random shapes and sensor noise.
+
+    `palette` (a few RGB colours) makes distinct pictures that share their colours, the
+    look-alikes a duplicate finder must keep apart; None draws the colours too.
+    """
+    import cv2
+
+    colours = np.asarray(palette if palette is not None else rng.uniform(0, 255, (4, 3)))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1)) / (width + height) + 0.5
+    img = colours[0] * (1 - t[..., None]) + colours[1] * t[..., None]
+    for _ in range(int(rng.integers(4, 8))):
+        colour = [float(v) for v in colours[int(rng.integers(len(colours)))]]
+        centre = (int(rng.integers(width)), int(rng.integers(height)))
+        axes = (
+            int(rng.integers(width // 10, width // 3)),
+            int(rng.integers(height // 10, height // 3)),
+        )
+        if rng.uniform() < 0.5:
+            cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        else:
+            corner = (centre[0] + axes[0], centre[1] + axes[1])
+            cv2.rectangle(img, centre, corner, colour, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 2) + rng.normal(0, 5, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def write_processed_dataset(
     root: str | Path,
     num_classes: int = 3,

@@ -123,7 +123,7 @@ def messy(tmp_path_factory):
 def test_output_files_and_formats(messy):
     _, _, out, _ = messy
     top = sorted(p.name for p in out.iterdir())
-    assert top == sorted(["train", "val", *pre.TABLES])  # no staging folder, no marker left
+    assert top == sorted(["train", "val", *pre.TABLES, *pre.REPORTS])  # no staging, no marker
     for split in ("train", "val"):
         assert header(out / f"{split}.csv") == "image,class"
         rows = read_csv(out / f"{split}.csv")
@@ -250,6 +250,22 @@ def test_split_of_a_class_does_not_depend_on_other_classes():
     more = stratified_split({**files, "002.b": ["002.b/x.jpg", "002.b/y.jpg"]}, 0.2, seed=3)
     assert alone[1] <= more[1] and len(alone[1]) == 2
     assert len(set(unique_names(5000, 1))) == 5000 and unique_names(3, 1) == unique_names(3, 1)
+
+
+def test_split_keeps_each_group_of_copies_on_one_side():
+    files = {
+        "001.a": [f"001.a/{i}.jpg" for i in range(10)],
+        "002.b": [f"002.b/{i}.jpg" for i in range(10)],
+    }
+    plain = stratified_split(files, 0.2, seed=3)
+    assert stratified_split(files, 0.2, seed=3, groups=[]) == plain  # no groups: as before
+    groups = [["001.a/0.jpg", "001.a/1.jpg"], ["001.a/2.jpg", "002.b/5.jpg", "002.b/6.jpg"]]
+    for seed in range(20):
+        train, val = stratified_split(files, 0.2, seed=seed, groups=groups)
+        assert train | val == {f for names in files.values() for f in names}
+        for group in groups:
+            assert set(group) <= train or set(group) <= val, (seed, group)
+        assert len(val) <= 4  # each class's share (2) is never exceeded
 
 
 def test_val_count_keeps_both_splits_when_possible():

@@ -3,7 +3,8 @@
 A processed folder (written by `keras-googlenet preprocess` or by the seed's PyTorch
 preprocessor) holds `train/`, `val/`, `train.csv` and `val.csv` (columns `image,class`),
 `categories.csv` (`id,label`) and the train-set RGB mean in `rgb_val.json` (or `rgb_train.json`).
-`read_dataset_info` checks all of it and returns a `DatasetInfo`; a run folder keeps the class
+`read_dataset_info` checks all of it and returns a `DatasetInfo`, with the counts of the
+preprocessor's duplicate audit (`audit.json`) when the folder has them; a run folder keeps the class
 names and the mean, so evaluation can pass them in and check a CSV without the folder.
 """
 
@@ -45,6 +46,7 @@ class DatasetInfo:
     val_files: tuple[str, ...] = field(default=(), repr=False)
     val_labels: tuple[int, ...] = field(default=(), repr=False)
     skipped: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    audit: dict | None = field(default=None, repr=False)  # audit.json's counts, if any
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +142,27 @@ def _read_mean(cfg: Config, input_dir: Path) -> tuple[float, float, float]:
             f"(the train-set mean on the 0-255 scale), got {data!r:.120}"
         )
     return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def _read_audit(input_dir: Path) -> dict | None:
+    """The preprocessing audit's counts (audit.json), or None when the folder has none.
+
+    Only a record for the run (dataset.json): a damaged file is a warning, not an error.
+    """
+    from preprocessing.audit_report import AUDIT_JSON
+
+    path = input_dir / AUDIT_JSON
+    if not path.is_file():
+        return None
+    try:
+        counts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable, the run will not record the audit (%s)", path, e)
+        return None
+    if not isinstance(counts, dict):
+        log.warning("%s: not a JSON object, the run will not record the audit", path)
+        return None
+    return counts
 
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -307,4 +330,5 @@ def read_dataset_info(
         val_files=val_files,
         val_labels=val_labels,
         skipped=tuple(skipped),
+        audit=_read_audit(input_dir) if input_dir.is_dir() else None,
     )

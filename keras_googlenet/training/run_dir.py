@@ -107,6 +107,7 @@ def write_dataset_facts(run: RunDir, info) -> None:
         "train_size": int(info.train_size),
         "val_size": int(info.val_size),
         "input_dir": str(info.input_dir),
+        "audit": info.audit,  # the preprocessing audit's counts; None when it was not run
     }
     atomic_write_text(run.dataset, json.dumps(facts, indent=2) + "\n")
 
