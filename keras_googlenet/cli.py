@@ -150,6 +150,12 @@ def _job_parsers(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of the CSV's images")
     p.add_argument("--output", metavar="DIR", help="report folder (default: RUN/eval/...)")
     p.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a softmax temperature on the validation set (saved as RUN/calibration.json; "
+        "export applies it)",
+    )
 
     p = job("export")
     source = p.add_mutually_exclusive_group(required=True)

@@ -1,16 +1,24 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
     keras-googlenet evaluate --run-dir runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
+        [--calibrate]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
 
-    metrics.json          top-1, top-5, loss, mean per-class accuracy, most-confused pairs
-    per_class.csv         id, label, count, correct, accuracy, top5_accuracy
+    metrics.json          top-1, top-5, loss, mean per-class accuracy, macro and weighted
+                          precision/recall/F1, calibration (ECE, NLL), most-confused pairs
+    per_class.csv         id, label, count, correct, accuracy, top5_accuracy, precision,
+                          recall, f1
     predictions.csv       per image: file, class, predicted class, its probability, the true
                           class's probability (sort it to find the worst mistakes)
     confusion.csv         counts, rows = true class, columns = predicted class
     confusion.png         the row-normalized matrix beside the list of most-confused pairs
+    reliability.png       accuracy per confidence bin (before and after the temperature)
+
+`--calibrate` also fits a temperature on the validation set and saves it in
+`RUN/calibration.json` (see calibration.py); a saved temperature of the same checkpoint is
+applied to the "calibrated" numbers of every later evaluation.
 
 Evaluating again overwrites these files (each is written atomically): they are a report of the
 checkpoint, not a result to protect.
@@ -30,6 +38,7 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
+from keras_googlenet.evaluation import calibration
 from keras_googlenet.evaluation.confusion_plot import plot_confusion
 from keras_googlenet.evaluation.metrics import summarize
 from keras_googlenet.training.checkpoints import (
@@ -45,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
+    """(outputs [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
 
     Rows of weight 0 (the validation pipeline's padding) are left out.
     """
@@ -117,6 +126,7 @@ def evaluate_run(
     images_dir: str | None = None,
     output: str | None = None,
     batch_size: int | None = None,
+    calibrate: bool = False,
 ) -> dict:
     """Evaluates a checkpoint of a run and writes the report files.
 
@@ -128,6 +138,7 @@ def evaluate_run(
             beside it, else `data.valid_dir`).
         output: where to write the report (default `RUN/eval/<checkpoint>-<csv>/`).
         batch_size: overrides `data.batch_size`.
+        calibrate: fit a temperature on the validation set and save it in the run folder.
 
     Returns:
         The metrics written to metrics.json, plus `output` (the report folder).
@@ -138,8 +149,12 @@ def evaluate_run(
     started = time.time()
     run = open_run(run)
     config = run_config(run)
-    path = pick_checkpoint(run, checkpoint)
+    if calibrate and csv_path is not None:
+        raise UserError("--calibrate fits the temperature on the run's validation set: drop --csv")
     csv_file, image_dir = _resolve_csv(csv_path, config)
+    if calibrate and not csv_file.is_file():
+        raise UserError(f"{csv_file}: --calibrate needs the run's validation set; it is not there")
+    path = pick_checkpoint(run, checkpoint)
     if images_dir is not None:
         image_dir = Path(images_dir)
         if not image_dir.is_dir():
@@ -173,8 +188,18 @@ def evaluate_run(
     dataset = make_val_dataset(config, info)
     n_rows = _count_rows(csv_file)
     batches = val_layout(info.val_size, 1, config.data.batch_size).batches
-    probabilities, labels = predict_dataset(model, dataset, batches)
+    logits, labels = predict_dataset(calibration.logits_model(model), dataset, batches)
+    probabilities = calibration.softmax(logits).astype(np.float32)
     result = summarize(probabilities, labels, info.class_names)
+    if calibrate:
+        temperature = calibration.fit_temperature(logits, labels)
+        fitted = calibration.summary(logits, labels, temperature)
+        calibration.save_temperature(
+            run.root, temperature, path, {"fitted_on": str(csv_file), **fitted}
+        )
+    else:
+        temperature = calibration.saved_temperature(run.root, path)
+    result["calibration"] = calibration.summary(logits, labels, temperature)
     # Files that passed the dataset check but failed to decode are dropped by the pipeline;
     # then the rows can no longer be matched to file names.
     aligned = len(labels) == len(info.val_files) and list(labels) == list(info.val_labels)
@@ -186,6 +211,9 @@ def evaluate_run(
     per_class = result.pop("per_class")
     png = plot_confusion(confusion, info.class_names, result["most_confused"][:40], title)
     atomic_write_bytes(out / "confusion.png", png)
+    scaled = None if temperature is None else calibration.softmax(logits, temperature)
+    png = calibration.plot_reliability(probabilities, labels, title, calibrated=scaled)
+    atomic_write_bytes(out / "reliability.png", png)
     header = ",".join(["true\\predicted", *map(str, range(len(confusion)))])
     body = "\n".join(f"{i}," + ",".join(map(str, row)) for i, row in enumerate(confusion))
     atomic_write_text(out / "confusion.csv", f"{header}\n{body}\n")
@@ -230,10 +258,19 @@ def run(args) -> int:
         images_dir=args.images,
         output=args.output,
         batch_size=args.batch_size,
+        calibrate=args.calibrate,
     )
     print(
         f"top-1 {m['top1']:.4f}  top-{m['top_k']} {m['top5']:.4f}  loss {m['loss']:.4f}  "
         f"mean per-class {m['mean_per_class_accuracy']:.4f}  ({m['num_images']} images)"
     )
+    c = m["calibration"]
+    line = f"ECE {c['ece']:.4f} ({c['ece_bins']} bins)  NLL {c['nll']:.4f}"
+    if c["temperature"] is not None:
+        line += (
+            f"  -> at temperature {c['temperature']:.3f}: ECE {c['ece_calibrated']:.4f}  "
+            f"NLL {c['nll_calibrated']:.4f}"
+        )
+    print(line)
     print(f"report: {m['output']}")
     return 0
