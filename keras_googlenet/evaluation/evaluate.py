@@ -15,6 +15,9 @@ validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or 
     confusion.csv         counts, rows = true class, columns = predicted class
     confusion.png         the row-normalized matrix beside the list of most-confused pairs
     reliability.png       accuracy per confidence bin (before and after the temperature)
+    worst.png             the most confidently wrong images (also in tensorboard/, as an image)
+    confused_pairs.png    the most-confused pairs: mistakes beside right images of the class
+                          they were taken for
 
 `--calibrate` also fits a temperature on the validation set and saves it in
 `RUN/calibration.json` (see calibration.py); a saved temperature of the same checkpoint is
@@ -38,7 +41,7 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
-from keras_googlenet.evaluation import calibration
+from keras_googlenet.evaluation import calibration, gallery
 from keras_googlenet.evaluation.confusion_plot import plot_confusion
 from keras_googlenet.evaluation.metrics import summarize
 from keras_googlenet.training.checkpoints import (
@@ -221,8 +224,11 @@ def evaluate_run(
     if aligned:
         rows = _prediction_rows(info.val_files, labels, probabilities, info.class_names)
         atomic_write_text(out / "predictions.csv", _csv_rows(rows))
+        _write_galleries(out, info, probabilities, labels, result["most_confused"])
     else:
-        log.warning("some images failed to decode: predictions.csv is not written")
+        log.warning(
+            "some images failed to decode: predictions.csv and the galleries are not written"
+        )
     metrics = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),
@@ -241,6 +247,19 @@ def evaluate_run(
         )
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return {**metrics, "output": str(out)}
+
+
+def _write_galleries(out: Path, info, probabilities, labels, pairs) -> None:
+    """worst.png (and its TensorBoard image) and confused_pairs.png."""
+    files, names = info.val_files, info.class_names
+    worst = gallery.worst_mistakes(probabilities, labels, gallery.GALLERY_SIZE)
+    png = gallery.plot_worst(files, probabilities, labels, worst, names)
+    atomic_write_bytes(out / "worst.png", png)
+    gallery.write_tensorboard_image(out / "tensorboard", "worst_mistakes", png)
+    rows = gallery.pair_examples(
+        probabilities, labels, pairs[: gallery.PAIR_ROWS], gallery.PAIR_EXAMPLES
+    )
+    atomic_write_bytes(out / "confused_pairs.png", gallery.plot_pairs(files, names, rows))
 
 
 def _count_rows(csv_file: Path) -> int:
