@@ -156,6 +156,19 @@ def _job_parsers(sub) -> None:
         help="fit a softmax temperature on the validation set (saved as RUN/calibration.json; "
         "export applies it)",
     )
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=(1, 10, 144),
+        default=1,
+        help="test-time crops per image, softmax averaged (the paper's section 7): 1 centre "
+        "crop (default), 10 (corners, centre, mirrors), 144 (4 scales of the original photos)",
+    )
+    p.add_argument(
+        "--originals",
+        metavar="DIR",
+        help="--crops 144: the folder preprocess read (default: preprocess.source_dir)",
+    )
 
     p = job("export")
     source = p.add_mutually_exclusive_group(required=True)

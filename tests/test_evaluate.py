@@ -111,6 +111,15 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
     assert [(r["image"], r["class"]) for r in predictions] == listed  # CSV order, aligned
     assert sum(r["predicted"] == r["class"] for r in predictions) == correct
 
+    # The page of it all: every image it shows is beside it (gallery included), and the
+    # gallery is in TensorBoard too.
+    from test_report import parse_report
+
+    page = parse_report(out / "report.html")
+    assert {"worst.png", "confused_pairs.png", "curves.png", "reliability.png"} <= set(page.images)
+    assert any((out / "tensorboard").iterdir())
+    assert f"report: {out / 'report.html'}" in stdout
+
 
 @pytest.mark.slow
 def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):

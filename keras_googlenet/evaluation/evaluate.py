@@ -1,7 +1,7 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
     keras-googlenet evaluate --run-dir runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
-        [--calibrate]
+        [--calibrate] [--crops 1|10|144 [--originals DIR]]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
@@ -18,10 +18,13 @@ validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or 
     worst.png             the most confidently wrong images (also in tensorboard/, as an image)
     confused_pairs.png    the most-confused pairs: mistakes beside right images of the class
                           they were taken for
+    curves.png            the training curves from the run's history.csv
+    report.html           one page of all of it (report.py)
 
 `--calibrate` also fits a temperature on the validation set and saves it in
 `RUN/calibration.json` (see calibration.py); a saved temperature of the same checkpoint is
-applied to the "calibrated" numbers of every later evaluation.
+applied to the "calibrated" numbers of every later evaluation. `--crops 10|144` averages the
+softmax over the paper's test-time crops (crops.py) and writes to `...-<N>crop/`.
 
 Evaluating again overwrites these files (each is written atomically): they are a report of the
 checkpoint, not a result to protect.
@@ -41,9 +44,10 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
-from keras_googlenet.evaluation import calibration, gallery
+from keras_googlenet.evaluation import calibration, crops, gallery
 from keras_googlenet.evaluation.confusion_plot import plot_confusion
 from keras_googlenet.evaluation.metrics import summarize
+from keras_googlenet.evaluation.report import write_report
 from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
@@ -130,6 +134,8 @@ def evaluate_run(
     output: str | None = None,
     batch_size: int | None = None,
     calibrate: bool = False,
+    num_crops: int = 1,
+    originals: str | None = None,
 ) -> dict:
     """Evaluates a checkpoint of a run and writes the report files.
 
@@ -142,6 +148,9 @@ def evaluate_run(
         output: where to write the report (default `RUN/eval/<checkpoint>-<csv>/`).
         batch_size: overrides `data.batch_size`.
         calibrate: fit a temperature on the validation set and save it in the run folder.
+        num_crops: 1 (the centre crop), 10 or 144 test-time crops (see crops.py).
+        originals: the folder of the original photos (144 crops; default
+            `preprocess.source_dir`).
 
     Returns:
         The metrics written to metrics.json, plus `output` (the report folder).
@@ -152,6 +161,12 @@ def evaluate_run(
     started = time.time()
     run = open_run(run)
     config = run_config(run)
+    if num_crops not in crops.CROPS:
+        raise UserError(
+            f"--crops must be one of {', '.join(map(str, crops.CROPS))}, got {num_crops}"
+        )
+    if calibrate and num_crops != 1:
+        raise UserError("--calibrate fits the single-crop model that export writes: drop --crops")
     if calibrate and csv_path is not None:
         raise UserError("--calibrate fits the temperature on the run's validation set: drop --csv")
     csv_file, image_dir = _resolve_csv(csv_path, config)
@@ -187,11 +202,22 @@ def evaluate_run(
             f"{path}: the model takes {tuple(model.input.shape[1:3])} images but the run's "
             f"model.input_size is {config.model.input_size}"
         )
+    size = config.model.input_size
+    sources = None
+    if num_crops == 144:  # before the slow part: the originals must all be there
+        source_dir = originals or config.preprocess.source_dir
+        sources = crops.original_photos(info.input_dir, info.val_files, source_dir)
     log.info("evaluating %s on %s", path, csv_file)
-    dataset = make_val_dataset(config, info)
     n_rows = _count_rows(csv_file)
-    batches = val_layout(info.val_size, 1, config.data.batch_size).batches
-    logits, labels = predict_dataset(calibration.logits_model(model), dataset, batches)
+    if num_crops == 1:
+        dataset = make_val_dataset(config, info)
+        batches = val_layout(info.val_size, 1, config.data.batch_size).batches
+        logits, labels = predict_dataset(calibration.logits_model(model), dataset, batches)
+    else:
+        averaged = crops.predict_crops(model, info.val_files, num_crops, size, sources)
+        labels = np.asarray(info.val_labels, dtype=np.int64)
+        # log of the averaged softmax: logits whose softmax is that average
+        logits = np.log(np.maximum(averaged, 1e-30))
     probabilities = calibration.softmax(logits).astype(np.float32)
     result = summarize(probabilities, labels, info.class_names)
     if calibrate:
@@ -207,7 +233,8 @@ def evaluate_run(
     # then the rows can no longer be matched to file names.
     aligned = len(labels) == len(info.val_files) and list(labels) == list(info.val_labels)
 
-    out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}"
+    suffix = "" if num_crops == 1 else f"-{num_crops}crop"
+    out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     title = f"{run.root.name} {path.name} on {csv_file.name}: top-1 {result['top1']:.1%}"
     confusion = result.pop("confusion")
@@ -235,6 +262,8 @@ def evaluate_run(
         "csv": str(csv_file.resolve()),
         "images_dir": str(image_dir.resolve()),
         "csv_rows": n_rows,
+        "crops": num_crops,
+        "protocol": crops.protocol(num_crops, size, config.preprocess.size),
         **result,
         "seconds": round(time.time() - started, 2),
     }
@@ -246,7 +275,8 @@ def evaluate_run(
             n_rows,
         )
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return {**metrics, "output": str(out)}
+    report = write_report(out, metrics, per_class, run.history)
+    return {**metrics, "output": str(out), "report": str(report)}
 
 
 def _write_galleries(out: Path, info, probabilities, labels, pairs) -> None:
@@ -278,6 +308,8 @@ def run(args) -> int:
         output=args.output,
         batch_size=args.batch_size,
         calibrate=args.calibrate,
+        num_crops=args.crops,
+        originals=args.originals,
     )
     print(
         f"top-1 {m['top1']:.4f}  top-{m['top_k']} {m['top5']:.4f}  loss {m['loss']:.4f}  "
@@ -291,5 +323,5 @@ def run(args) -> int:
             f"NLL {c['nll_calibrated']:.4f}"
         )
     print(line)
-    print(f"report: {m['output']}")
+    print(f"report: {m['report']}")
     return 0
