@@ -153,7 +153,8 @@ def evaluate_run(
             `preprocess.source_dir`).
 
     Returns:
-        The metrics written to metrics.json, plus `output` (the report folder).
+        The metrics written to metrics.json, plus `output` (the report folder) and `report`
+        (its report.html).
     """
     from keras_googlenet.data.dataset_info import read_dataset_info
     from keras_googlenet.data.pipeline import make_val_dataset, val_layout
@@ -226,8 +227,10 @@ def evaluate_run(
         calibration.save_temperature(
             run.root, temperature, path, {"fitted_on": str(csv_file), **fitted}
         )
-    else:
+    elif num_crops == 1:
         temperature = calibration.saved_temperature(run.root, path)
+    else:
+        temperature = None  # fitted on single-crop logits: not those of an average of crops
     result["calibration"] = calibration.summary(logits, labels, temperature)
     # Files that passed the dataset check but failed to decode are dropped by the pipeline;
     # then the rows can no longer be matched to file names.
