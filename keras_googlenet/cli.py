@@ -40,7 +40,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "train": ("keras_googlenet.training.train", "train GoogLeNet; the same command resumes"),
     "evaluate": (
         "keras_googlenet.evaluation.evaluate",
-        "top-1/top-5, per-class accuracy and a confusion matrix of a run's checkpoint",
+        "a run's checkpoint: top-1/top-5, per-class P/R/F1, calibration, worst mistakes, "
+        "report.html",
     ),
     "export": (
         "keras_googlenet.serving.export",
