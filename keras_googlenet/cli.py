@@ -44,7 +44,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "train": ("keras_googlenet.training.train", "train GoogLeNet; the same command resumes"),
     "evaluate": (
         "keras_googlenet.evaluation.evaluate",
-        "top-1/top-5, per-class accuracy and a confusion matrix of a run's checkpoint",
+        "a run's checkpoint: top-1/top-5, per-class P/R/F1, calibration, worst mistakes, "
+        "report.html",
     ),
     "export": (
         "keras_googlenet.serving.export",
@@ -175,6 +176,25 @@ def _job_parsers(sub) -> None:
     p.add_argument("--images", metavar="DIR", help="folder of the CSV's images")
     p.add_argument("--output", metavar="DIR", help="report folder (default: RUN/eval/...)")
     p.add_argument("--batch-size", type=int, help="default: the run's data.batch_size")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a softmax temperature on the validation set (saved as RUN/calibration.json; "
+        "export applies it)",
+    )
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=(1, 10, 144),
+        default=1,
+        help="test-time crops per image, softmax averaged (the paper's section 7): 1 centre "
+        "crop (default), 10 (corners, centre, mirrors), 144 (4 scales of the original photos)",
+    )
+    p.add_argument(
+        "--originals",
+        metavar="DIR",
+        help="--crops 144: the folder preprocess read (default: preprocess.source_dir)",
+    )
 
     p = job("export")
     source = p.add_mutually_exclusive_group(required=True)

@@ -8,7 +8,8 @@ No network and no download: it draws a Caltech256-style folder of shapes
 1. generate    WORKDIR/shapes/001.circle/001_0001.jpg ... and WORKDIR/heldout/*.jpg
 2. preprocess  WORKDIR/processed/ (train/, val/, CSVs, categories, RGB mean, skipped.csv)
 3. train       WORKDIR/run/ (aux heads, checkpoints, resume backup, TensorBoard, log, plots)
-4. evaluate    WORKDIR/run/eval/best-val/ (metrics.json, per_class.csv, confusion.png)
+4. evaluate    WORKDIR/run/eval/best-val/ (metrics.json, per_class.csv, confusion.png,
+               report.html: the page to open)
 5. export      WORKDIR/export/ (SavedModel + model.keras + labels.txt)
 6. predict     the held-out images, through the exported SavedModel
 
@@ -209,6 +210,7 @@ def run(args) -> int:
     ):
         print(f"  {what:<18} {path}")
     print(f"\nOpen TensorBoard:  tensorboard --logdir {run / 'tensorboard'}")
+    print(f"Evaluation report: {metrics['report']}")
     if args.quick:
         verdict = "(--quick: the chain only, accuracy not expected)"
     elif top1 >= TARGET_TOP1:

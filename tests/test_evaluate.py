@@ -111,6 +111,15 @@ def test_evaluate_writes_report(tiny_run, tmp_path, capsys):
     assert [(r["image"], r["class"]) for r in predictions] == listed  # CSV order, aligned
     assert sum(r["predicted"] == r["class"] for r in predictions) == correct
 
+    # The page of it all: every image it shows is beside it (gallery included), and the
+    # gallery is in TensorBoard too.
+    from test_report import parse_report
+
+    page = parse_report(out / "report.html")
+    assert {"worst.png", "confused_pairs.png", "curves.png", "reliability.png"} <= set(page.images)
+    assert any((out / "tensorboard").iterdir())
+    assert f"report: {out / 'report.html'}" in stdout
+
 
 @pytest.mark.slow
 def test_evaluate_last_checkpoint_on_train_csv(tiny_run, tmp_path):
@@ -223,7 +232,11 @@ def test_summarize_counts_and_pairs():
         "correct": 0,
         "accuracy": 0.0,
         "top5_accuracy": 1.0,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
     }
+    assert [r["precision"] for r in result["per_class"]] == [0.5, 0.333333, 0.0]
     assert most_confused(np.eye(3, dtype=int), ["a", "b", "c"], 5) == []
 
 
@@ -240,3 +253,19 @@ def test_confusion_png_for_256_classes():
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
     assert image.size[0] >= 2200 and image.size[1] >= 1700  # ~7 px per class, plus the panel
+
+
+def test_precision_recall_f1_of_a_fixed_confusion():
+    from keras_googlenet.evaluation.metrics import averaged, precision_recall_f1
+
+    # rows true, columns predicted; class 3 has no image and is predicted once
+    confusion = np.array([[1, 2, 0, 0], [0, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]])
+    scores = precision_recall_f1(confusion)
+    np.testing.assert_allclose(scores["precision"], [1 / 2, 1 / 3, 0, 0])
+    np.testing.assert_allclose(scores["recall"], [1 / 3, 1, 0, 0])
+    np.testing.assert_allclose(scores["f1"], [0.4, 0.5, 0, 0])
+    avg = averaged(scores, confusion.sum(axis=1))
+    assert avg["macro"] == pytest.approx({"precision": 5 / 18, "recall": 4 / 9, "f1": 0.3})
+    # supports 3, 1, 2 (class 3 has none and is left out)
+    weighted = {"precision": 11 / 36, "recall": 1 / 3, "f1": 1.7 / 6}
+    assert avg["weighted"] == pytest.approx(weighted)

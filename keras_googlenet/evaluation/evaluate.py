@@ -1,16 +1,30 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
     keras-googlenet evaluate --run-dir runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
+        [--calibrate] [--crops 1|10|144 [--originals DIR]]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
 
-    metrics.json          top-1, top-5, loss, mean per-class accuracy, most-confused pairs
-    per_class.csv         id, label, count, correct, accuracy, top5_accuracy
+    metrics.json          top-1, top-5, loss, mean per-class accuracy, macro and weighted
+                          precision/recall/F1, calibration (ECE, NLL), most-confused pairs
+    per_class.csv         id, label, count, correct, accuracy, top5_accuracy, precision,
+                          recall, f1
     predictions.csv       per image: file, class, predicted class, its probability, the true
                           class's probability (sort it to find the worst mistakes)
     confusion.csv         counts, rows = true class, columns = predicted class
     confusion.png         the row-normalized matrix beside the list of most-confused pairs
+    reliability.png       accuracy per confidence bin (before and after the temperature)
+    worst.png             the most confidently wrong images (also in tensorboard/, as an image)
+    confused_pairs.png    the most-confused pairs: mistakes beside right images of the class
+                          they were taken for
+    curves.png            the training curves from the run's history.csv
+    report.html           one page of all of it (report.py)
+
+`--calibrate` also fits a temperature on the validation set and saves it in
+`RUN/calibration.json` (see calibration.py); a saved temperature of the same checkpoint is
+applied to the "calibrated" numbers of every later evaluation. `--crops 10|144` averages the
+softmax over the paper's test-time crops (crops.py) and writes to `...-<N>crop/`.
 
 Evaluating again overwrites these files (each is written atomically): they are a report of the
 checkpoint, not a result to protect.
@@ -30,8 +44,10 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
+from keras_googlenet.evaluation import calibration, crops, gallery
 from keras_googlenet.evaluation.confusion_plot import plot_confusion
 from keras_googlenet.evaluation.metrics import summarize
+from keras_googlenet.evaluation.report import write_report
 from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
@@ -45,7 +61,7 @@ log = logging.getLogger(__name__)
 
 
 def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
+    """(outputs [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
 
     Rows of weight 0 (the validation pipeline's padding) are left out.
     """
@@ -117,6 +133,9 @@ def evaluate_run(
     images_dir: str | None = None,
     output: str | None = None,
     batch_size: int | None = None,
+    calibrate: bool = False,
+    num_crops: int = 1,
+    originals: str | None = None,
 ) -> dict:
     """Evaluates a checkpoint of a run and writes the report files.
 
@@ -128,9 +147,14 @@ def evaluate_run(
             beside it, else `data.valid_dir`).
         output: where to write the report (default `RUN/eval/<checkpoint>-<csv>/`).
         batch_size: overrides `data.batch_size`.
+        calibrate: fit a temperature on the validation set and save it in the run folder.
+        num_crops: 1 (the centre crop), 10 or 144 test-time crops (see crops.py).
+        originals: the folder of the original photos (144 crops; default
+            `preprocess.source_dir`).
 
     Returns:
-        The metrics written to metrics.json, plus `output` (the report folder).
+        The metrics written to metrics.json, plus `output` (the report folder) and `report`
+        (its report.html).
     """
     from keras_googlenet.data.dataset_info import read_dataset_info
     from keras_googlenet.data.pipeline import make_val_dataset, val_layout
@@ -138,8 +162,18 @@ def evaluate_run(
     started = time.time()
     run = open_run(run)
     config = run_config(run)
-    path = pick_checkpoint(run, checkpoint)
+    if num_crops not in crops.CROPS:
+        raise UserError(
+            f"--crops must be one of {', '.join(map(str, crops.CROPS))}, got {num_crops}"
+        )
+    if calibrate and num_crops != 1:
+        raise UserError("--calibrate fits the single-crop model that export writes: drop --crops")
+    if calibrate and csv_path is not None:
+        raise UserError("--calibrate fits the temperature on the run's validation set: drop --csv")
     csv_file, image_dir = _resolve_csv(csv_path, config)
+    if calibrate and not csv_file.is_file():
+        raise UserError(f"{csv_file}: --calibrate needs the run's validation set; it is not there")
+    path = pick_checkpoint(run, checkpoint)
     if images_dir is not None:
         image_dir = Path(images_dir)
         if not image_dir.is_dir():
@@ -169,23 +203,50 @@ def evaluate_run(
             f"{path}: the model takes {tuple(model.input.shape[1:3])} images but the run's "
             f"model.input_size is {config.model.input_size}"
         )
+    size = config.model.input_size
+    sources = None
+    if num_crops == 144:  # before the slow part: the originals must all be there
+        source_dir = originals or config.preprocess.source_dir
+        sources = crops.original_photos(info.input_dir, info.val_files, source_dir)
     log.info("evaluating %s on %s", path, csv_file)
-    dataset = make_val_dataset(config, info)
     n_rows = _count_rows(csv_file)
-    batches = val_layout(info.val_size, 1, config.data.batch_size).batches
-    probabilities, labels = predict_dataset(model, dataset, batches)
+    if num_crops == 1:
+        dataset = make_val_dataset(config, info)
+        batches = val_layout(info.val_size, 1, config.data.batch_size).batches
+        logits, labels = predict_dataset(calibration.logits_model(model), dataset, batches)
+    else:
+        averaged = crops.predict_crops(model, info.val_files, num_crops, size, sources)
+        labels = np.asarray(info.val_labels, dtype=np.int64)
+        # log of the averaged softmax: logits whose softmax is that average
+        logits = np.log(np.maximum(averaged, 1e-30))
+    probabilities = calibration.softmax(logits).astype(np.float32)
     result = summarize(probabilities, labels, info.class_names)
+    if calibrate:
+        temperature = calibration.fit_temperature(logits, labels)
+        fitted = calibration.summary(logits, labels, temperature)
+        calibration.save_temperature(
+            run.root, temperature, path, {"fitted_on": str(csv_file), **fitted}
+        )
+    elif num_crops == 1:
+        temperature = calibration.saved_temperature(run.root, path)
+    else:
+        temperature = None  # fitted on single-crop logits: not those of an average of crops
+    result["calibration"] = calibration.summary(logits, labels, temperature)
     # Files that passed the dataset check but failed to decode are dropped by the pipeline;
     # then the rows can no longer be matched to file names.
     aligned = len(labels) == len(info.val_files) and list(labels) == list(info.val_labels)
 
-    out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}"
+    suffix = "" if num_crops == 1 else f"-{num_crops}crop"
+    out = Path(output) if output else run.root / "eval" / f"{path.stem}-{csv_file.stem}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     title = f"{run.root.name} {path.name} on {csv_file.name}: top-1 {result['top1']:.1%}"
     confusion = result.pop("confusion")
     per_class = result.pop("per_class")
     png = plot_confusion(confusion, info.class_names, result["most_confused"][:40], title)
     atomic_write_bytes(out / "confusion.png", png)
+    scaled = None if temperature is None else calibration.softmax(logits, temperature)
+    png = calibration.plot_reliability(probabilities, labels, title, calibrated=scaled)
+    atomic_write_bytes(out / "reliability.png", png)
     header = ",".join(["true\\predicted", *map(str, range(len(confusion)))])
     body = "\n".join(f"{i}," + ",".join(map(str, row)) for i, row in enumerate(confusion))
     atomic_write_text(out / "confusion.csv", f"{header}\n{body}\n")
@@ -193,14 +254,19 @@ def evaluate_run(
     if aligned:
         rows = _prediction_rows(info.val_files, labels, probabilities, info.class_names)
         atomic_write_text(out / "predictions.csv", _csv_rows(rows))
+        _write_galleries(out, info, probabilities, labels, result["most_confused"])
     else:
-        log.warning("some images failed to decode: predictions.csv is not written")
+        log.warning(
+            "some images failed to decode: predictions.csv and the galleries are not written"
+        )
     metrics = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),
         "csv": str(csv_file.resolve()),
         "images_dir": str(image_dir.resolve()),
         "csv_rows": n_rows,
+        "crops": num_crops,
+        "protocol": crops.protocol(num_crops, size, config.preprocess.size),
         **result,
         "seconds": round(time.time() - started, 2),
     }
@@ -212,7 +278,21 @@ def evaluate_run(
             n_rows,
         )
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return {**metrics, "output": str(out)}
+    report = write_report(out, metrics, per_class, run.history)
+    return {**metrics, "output": str(out), "report": str(report)}
+
+
+def _write_galleries(out: Path, info, probabilities, labels, pairs) -> None:
+    """worst.png (and its TensorBoard image) and confused_pairs.png."""
+    files, names = info.val_files, info.class_names
+    worst = gallery.worst_mistakes(probabilities, labels, gallery.GALLERY_SIZE)
+    png = gallery.plot_worst(files, probabilities, labels, worst, names)
+    atomic_write_bytes(out / "worst.png", png)
+    gallery.write_tensorboard_image(out / "tensorboard", "worst_mistakes", png)
+    rows = gallery.pair_examples(
+        probabilities, labels, pairs[: gallery.PAIR_ROWS], gallery.PAIR_EXAMPLES
+    )
+    atomic_write_bytes(out / "confused_pairs.png", gallery.plot_pairs(files, names, rows))
 
 
 def _count_rows(csv_file: Path) -> int:
@@ -230,10 +310,21 @@ def run(args) -> int:
         images_dir=args.images,
         output=args.output,
         batch_size=args.batch_size,
+        calibrate=args.calibrate,
+        num_crops=args.crops,
+        originals=args.originals,
     )
     print(
         f"top-1 {m['top1']:.4f}  top-{m['top_k']} {m['top5']:.4f}  loss {m['loss']:.4f}  "
         f"mean per-class {m['mean_per_class_accuracy']:.4f}  ({m['num_images']} images)"
     )
-    print(f"report: {m['output']}")
+    c = m["calibration"]
+    line = f"ECE {c['ece']:.4f} ({c['ece_bins']} bins)  NLL {c['nll']:.4f}"
+    if c["temperature"] is not None:
+        line += (
+            f"  -> at temperature {c['temperature']:.3f}: ECE {c['ece_calibrated']:.4f}  "
+            f"NLL {c['nll_calibrated']:.4f}"
+        )
+    print(line)
+    print(f"report: {m['report']}")
     return 0

@@ -1,5 +1,5 @@
-"""Metrics of softmax outputs against labels: top-1/top-k, loss, per-class accuracy, the
-confusion matrix and its most-confused pairs."""
+"""Metrics of softmax outputs against labels: top-1/top-k, loss, per-class accuracy,
+precision, recall and F1, the confusion matrix and its most-confused pairs."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dic
 
     Returns:
         A dict with `top1`, `top5` (top-min(5, C)), `loss` (mean cross-entropy),
-        `mean_per_class_accuracy`, `confusion` (int [C, C], rows true), `per_class` (rows for
-        per_class.csv) and `most_confused` (pairs, most frequent first).
+        `mean_per_class_accuracy`, `averages` (macro and weighted precision, recall, F1),
+        `confusion` (int [C, C], rows true), `per_class` (rows for per_class.csv; `count` is
+        the support) and `most_confused` (pairs, most frequent first).
     """
     n, c = probabilities.shape
     k = min(TOP_K, c)
@@ -37,6 +38,7 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dic
     counts = confusion.sum(axis=1)
     correct = np.diag(confusion)
     topk_correct = np.bincount(labels[hitk], minlength=c)
+    scores = precision_recall_f1(confusion)
     per_class = []
     for i, name in enumerate(class_names):
         count = int(counts[i])
@@ -48,6 +50,7 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dic
                 "correct": int(correct[i]),
                 "accuracy": round(correct[i] / count, 6) if count else "",
                 "top5_accuracy": round(topk_correct[i] / count, 6) if count else "",
+                **{k: round(float(v[i]), 6) if count else "" for k, v in scores.items()},
             }
         )
     seen = counts > 0
@@ -59,9 +62,38 @@ def summarize(probabilities: np.ndarray, labels: np.ndarray, class_names) -> dic
         "top_k": k,
         "loss": loss,
         "mean_per_class_accuracy": float((correct[seen] / counts[seen]).mean()) if n else 0.0,
+        "averages": averaged(scores, counts),
         "confusion": confusion,
         "per_class": per_class,
         "most_confused": most_confused(confusion, class_names, CONFUSED_PAIRS),
+    }
+
+
+def precision_recall_f1(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall and F1 of a confusion matrix (rows true, columns predicted).
+
+    A class never predicted has precision 0, one never present recall 0 (scikit-learn's
+    `zero_division=0`), and F1 0 when both are 0.
+    """
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def averaged(scores: dict[str, np.ndarray], support: np.ndarray) -> dict[str, dict]:
+    """Macro (each class with images counts once) and weighted (by support) averages.
+
+    Classes without an image in the evaluated set are left out of both: they have no recall.
+    """
+    seen = support > 0
+    weights = support[seen] / max(support[seen].sum(), 1)
+    return {
+        "macro": {k: float(v[seen].mean()) if seen.any() else 0.0 for k, v in scores.items()},
+        "weighted": {k: float((v[seen] * weights).sum()) for k, v in scores.items()},
     }
 
 

@@ -18,7 +18,11 @@ also writes
 
     DIR/labels.txt                       one category name per line, in class-id order
     DIR/export.json                      the input contract (size, crop, mean, std), classes,
-                                         source checkpoint, versions
+                                         source checkpoint, softmax temperature, versions
+
+A run whose `RUN/calibration.json` (`evaluate --calibrate`) was fitted on the exported
+checkpoint is exported with that temperature inside the graph: every format's probabilities are
+softmax(logits / T).
 
 Mixed-precision runs export a float32 graph.
 """
@@ -237,6 +241,7 @@ def export_run(
     Returns:
         The export folder as a `Path`.
     """
+    from keras_googlenet.evaluation import calibration
     from keras_googlenet.serving import formats
     from keras_googlenet.serving.graph import ServingSpec
     from keras_googlenet.training.compile import input_normalization
@@ -249,6 +254,10 @@ def export_run(
     path = pick_checkpoint(run, checkpoint)
     log.info("exporting %s", path)
     model = float32_inference_model(load_checkpoint(path))
+    temperature = calibration.saved_temperature(run.root, path)
+    if temperature is not None:
+        log.info("softmax temperature %.4g (from %s)", temperature, calibration.CALIBRATION_FILE)
+        model = calibration.with_temperature(model, temperature)
     class_names, mean_rgb = run_dataset_facts(run, config)
     if model.output.shape[-1] != len(class_names):
         raise UserError(
@@ -259,6 +268,8 @@ def export_run(
     metadata = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),
+        # None: the checkpoint's own softmax (no calibration.json fitted on this checkpoint)
+        "temperature": temperature,
         "input_contract": input_contract(spec, *input_normalization(config, mean_rgb)),
     }
     return export_model(model, spec, output, fmt=fmt, overwrite=overwrite, metadata=metadata)
