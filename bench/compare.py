@@ -15,6 +15,11 @@ Rows (the peers are in bench/peers/; their dependencies are optional):
                      torchvision's googlenet(aux_logits=True) with SGD
     train_step_bf16  the same under mixed_bfloat16 vs torch.autocast(bfloat16)
 
+`--isa avx2` caps both sides' CPU kernels at AVX2 (oneDNN's ONEDNN_MAX_CPU_ISA, torch's
+ATEN_CPU_CAPABILITY, MKL's MKL_ENABLE_INSTRUCTIONS): an emulation of an AVX2-only CPU on an
+AVX-512 one, for the kernels that dispatch at run time (TensorFlow's Eigen code is compiled for
+AVX either way).
+
 Each run measures ours, then the peer, each in a fresh process, so neither inherits the other's
 threads or memory. A peer that is not installed is reported as such and ours still printed.
 The summary gives the median ratio and its spread over the runs. Nothing here is asserted.
@@ -42,6 +47,15 @@ PEER = {
     "pipeline_cached": "torch_loader",
     "train_step": "torchvision_step",
     "train_step_bf16": "torchvision_step",
+}
+
+# Environment variables that cap the run-time dispatched kernels at one instruction set.
+ISA_CAPS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    }
 }
 
 
@@ -87,7 +101,7 @@ def run_side(row: str, side: str, args) -> float | None:
     cmd = [sys.executable, __file__, "--one", row, side, "--images", str(args.images)]
     cmd += ["--steps", str(args.steps), "--batches", str(args.batches)]
     cmd += [f"--set={kv}" for kv in args.set]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **ISA_CAPS.get(args.isa, {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode or "RESULT " not in proc.stdout:
         print(f"  {row} {side} failed: {proc.stderr.strip()[-400:]}", flush=True)
@@ -110,6 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed training steps")
     parser.add_argument("--batches", type=int, default=30, help="timed pipeline batches")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--isa", choices=["default", *ISA_CAPS], default="default", help="cap the CPU kernels"
+    )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if unknown := [r for r in args.rows if r not in ROWS]:
@@ -124,6 +141,10 @@ def main(argv=None) -> int:
     cpu = next(ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln)
     bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in cpuinfo]
     print(f"{cpu}, {len(os.sched_getaffinity(0))} cores, bf16 flags: {bf16 or 'none'}")
+    isa = "the CPU's own"
+    if args.isa != "default":
+        isa = f"{args.isa}, emulated: {ISA_CAPS[args.isa]}"
+    print(f"kernels' instruction set: {isa}")
     print(f"load average before: {os.getloadavg()[0]:.2f}; {args.runs} runs per row\n")
     summary = []
     for row in args.rows:

@@ -280,10 +280,11 @@ def make_parser() -> argparse.ArgumentParser:
     """The `keras-googlenet` parser with one sub-parser per job."""
     from keras_googlenet import __version__
 
+    width = max(map(len, JOBS)) + 2  # the longest job name still gets a gap before its text
     parser = _Parser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="jobs:\n" + "\n".join(f"  {job:<12}{text}" for job, (_, text) in JOBS.items()),
+        epilog="jobs:\n" + "\n".join(f"  {job:<{width}}{text}" for job, (_, text) in JOBS.items()),
         description="GoogLeNet (Inception v1) with Keras 3 and TensorFlow: prepare images, "
         "train, evaluate, export, predict. `keras-googlenet JOB --help` for a job's flags.",
     )

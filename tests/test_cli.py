@@ -41,6 +41,8 @@ def test_help_lists_every_job_one_line_each(capsys):
     out = capsys.readouterr().out
     for job, (_, description) in JOBS.items():
         assert any(job in line and description in line for line in out.splitlines()), job
+        # The name stands apart from its text, however long the name (import-weights was not).
+        assert [job, description] in [line.split(None, 1) for line in out.splitlines()], job
     assert set(JOBS) >= {"preprocess", "train", "evaluate", "export", "predict"}
     assert set(JOBS) >= {"quickcheck", "demo", "summary"}
 
