@@ -8,9 +8,11 @@ shows it on two logical CPUs). Where TensorFlow runs replicas without `merge_cal
 GPUs), each replica would branch on its own answer instead, and a disagreement leaves one
 replica waiting in an all-reduce the others skip.
 
-`ReplicaAgreedLossScaleOptimizer` sums the per-replica "not finite" flags first, so a step is
-skipped (and the scale halved) on every replica when any replica overflowed. With one replica
-it is Keras's optimizer unchanged.
+`with_loss_scaling` gives Keras's optimizer whose finiteness check sums the per-replica "not
+finite" flags first, so a step is skipped (and the scale halved) on every replica when any
+replica overflowed; with one replica the check is Keras's. Only the instance's check is
+replaced, the class stays Keras's (as model/batch_norm.py does for batch norm), so checkpoints
+still load with plain `keras.models.load_model`, without this project.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from __future__ import annotations
 import keras
 
 
-@keras.saving.register_keras_serializable(package="keras_googlenet")
-class ReplicaAgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """Keras's LossScaleOptimizer whose finiteness check is all-reduced over the replicas."""
+def agree_across_replicas(optimizer: keras.optimizers.LossScaleOptimizer):
+    """Makes `optimizer`'s finiteness check one answer over all replicas; returns it."""
+    keras_check = optimizer.check_finite
+    if getattr(keras_check, "replica_agreed", False):
+        return optimizer
 
-    def check_finite(self, grads):
-        """True when every replica's gradients are finite (one answer, the same everywhere)."""
+    def check_finite(grads):
         import tensorflow as tf
 
-        finite = super().check_finite(grads)
+        finite = keras_check(grads)
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
             return finite
@@ -35,13 +38,18 @@ class ReplicaAgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         )
         return tf.equal(overflowed, 0.0)
 
+    check_finite.replica_agreed = True
+    optimizer.check_finite = check_finite
+    return optimizer
+
 
 def with_loss_scaling(optimizer):
-    """`optimizer` wrapped for the global policy: under `mixed_float16` (whose gradients need
-    loss scaling) a `ReplicaAgreedLossScaleOptimizer`, otherwise `optimizer` itself. An
-    optimizer that already scales its loss (a recompile keeps its state) is returned as is."""
+    """`optimizer` for the global policy: under `mixed_float16` (whose gradients need loss
+    scaling) a LossScaleOptimizer around it whose skipped steps all replicas agree on
+    (`agree_across_replicas`); otherwise `optimizer` itself. One that already scales its loss
+    (a recompile keeps its state) is kept, its check made to agree."""
     if keras.config.dtype_policy().name != "mixed_float16":
         return optimizer
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer
-    return ReplicaAgreedLossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
+    return agree_across_replicas(optimizer)
