@@ -79,3 +79,27 @@ def test_bad_parameters_are_one_line_exit_2(value, message, capsys):
     assert cli("config", "smoke", "--set", f"data.batch_augment={value}") == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_float32_under_every_policy(policy):
+    """The layers are built under the run's global policy; they compute in float32 anyway, so
+    a mixed-precision run gets the float32 run's batches, to the bit."""
+    import tensorflow as tf
+
+    from keras_googlenet.training.precision import precision_policy
+
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    labels = tf.constant([0, 1, 2, 0, 1, 2])
+    entries = [{"name": "randaugment"}, {"name": "mixup", "alpha": 0.4}, {"name": "cutmix"}]
+
+    def run(p):
+        with precision_policy(p):
+            x, y = make_batch_augment(entries, 3, seed=3)(images, labels)
+        return x.numpy(), y.numpy()
+
+    (x32, y32), (x, y) = run("float32"), run(policy)
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    np.testing.assert_array_equal(x, x32)
+    np.testing.assert_array_equal(y, y32)

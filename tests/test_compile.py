@@ -8,7 +8,12 @@ import pytest
 
 from keras_googlenet.config import ConfigError, load_config
 from keras_googlenet.training.callbacks import EpochStats
-from keras_googlenet.training.compile import build_model, compile_model
+from keras_googlenet.training.compile import (
+    GPU_STEPS_PER_EXECUTION,
+    build_model,
+    compile_model,
+    steps_per_execution,
+)
 
 HEADS = ("main",)
 
@@ -63,5 +68,56 @@ def test_steps_per_execution_trains_the_same_steps_and_counts_them():
 
 
 def test_steps_per_execution_must_be_positive():
-    with pytest.raises(ConfigError, match="'runtime.steps_per_execution' must be at least 1"):
+    with pytest.raises(ConfigError, match="'runtime.steps_per_execution' must be 'auto' or at le"):
         load_config(None, ["runtime.steps_per_execution=0"])
+
+
+def test_steps_per_execution_auto_is_1_on_cpus_and_more_on_gpus():
+    assert steps_per_execution(3) == 3
+    assert steps_per_execution("auto", gpus=0) == 1
+    assert steps_per_execution("auto", gpus=2) == GPU_STEPS_PER_EXECUTION > 1
+    cfg = load_config(None, ["runtime.steps_per_execution=auto"])
+    assert cfg.runtime.steps_per_execution == "auto"
+    model = compile_model(build_model(cfg, Info()), cfg)
+    assert model.steps_per_execution == 1  # this machine has no GPU
+
+
+@pytest.mark.parametrize(
+    "overrides, keys",
+    [
+        (
+            ["runtime.strategy=mirrored", "runtime.devices=['/cpu:0', '/cpu:1']"],
+            "'runtime.jit_compile' true with 'runtime.strategy' mirrored over CPU devices",
+        ),
+        (
+            ["runtime.strategy=multi_worker", "runtime.precision=mixed_float16"],
+            "'runtime.jit_compile' true with 'runtime.precision' mixed_float16 under "
+            "'runtime.strategy' multi_worker",
+        ),
+    ],
+)
+def test_matrix_cells_that_cannot_run_are_refused(overrides, keys):
+    """The cells of bench/gpu_check.py's matrix that fail in Keras/TensorFlow stop at the config
+    (one line naming the keys), before any step; the matrix test shows they fail if forced."""
+    with pytest.raises(ConfigError, match="^defaults --set: " + keys) as e:
+        load_config(None, ["runtime.jit_compile=true", *overrides])
+    assert "\n" not in str(e.value) and "set runtime.jit_compile: false" in str(e.value)
+    load_config(None, overrides)  # the same without XLA is fine
+    # Resolved later (auto), it can run: bfloat16 and float32 with XLA on GPUs.
+    load_config(None, ["runtime.jit_compile=true", "runtime.strategy=mirrored"])
+
+
+def test_a_resolved_refused_cell_stops_before_compiling():
+    """`precision: auto` / `strategy: auto` are checked once resolved, in compile_model."""
+    import tensorflow as tf
+
+    cfg = load_config(None, ["model.input_size=72", "model.aux_heads=false"])
+    cfg_xla = load_config(
+        None, ["model.input_size=72", "model.aux_heads=false", "runtime.jit_compile=true"]
+    )
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = build_model(cfg, Info())
+        with pytest.raises(ConfigError, match=r"this run \(float32, 1 mirrored replica\(s\)\): "):
+            compile_model(model, cfg_xla)
+        assert not model.compiled
+        compile_model(model, cfg)

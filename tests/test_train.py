@@ -214,12 +214,10 @@ def test_auto_precision_follows_the_hardware():
     assert on_cpu({"avx512_bf16", "amx_bf16", "amx_tile"}, "GenuineIntel") == "mixed_bfloat16"
     assert on_cpu({"amx_tile"}, "GenuineIntel") == "mixed_bfloat16"
     assert on_cpu({"avx512f"}, "AuthenticAMD") == "float32"
-    assert choose_policy("auto", capabilities=[(8, 0), (9, 0)])[0] == "mixed_float16"
-    assert choose_policy("auto", capabilities=[(6, 1)])[0] == "float32"
     flags, amd = cpu_flags(), cpu_vendor() == "AuthenticAMD"
     fast = {"amx_bf16", "amx_tile"} & flags or ("avx512_bf16" in flags and amd)
     here = "mixed_bfloat16" if fast else "float32"
-    assert choose_policy("auto", capabilities=[])[0] == here
+    assert choose_policy("auto", capabilities=[])[0] == here  # GPUs: tests/test_precision.py
     assert choose_policy("mixed_float16")[0] == "mixed_float16"
 
 

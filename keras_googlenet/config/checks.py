@@ -103,10 +103,11 @@ def validate(config: Config, source: str) -> Config:
         )
     if not 0 < f.lr_factor <= 1:
         bad("training.finetune.lr_factor", f"must be in (0, 1], got {f.lr_factor}")
-    if config.runtime.steps_per_execution < 1:
+    spe = config.runtime.steps_per_execution
+    if isinstance(spe, int) and spe < 1:
         bad(
             "runtime.steps_per_execution",
-            f"must be at least 1, got {config.runtime.steps_per_execution}",
+            f"must be 'auto' or at least 1, got {spe}",
         )
     for head, weight in t.loss_weights.items():
         if head not in OUTPUT_NAMES:
@@ -116,7 +117,46 @@ def validate(config: Config, source: str) -> Config:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             bad(f"training.loss_weights.{head}", f"must be a non-negative number, got {weight!r}")
     _check_training_control(t, config.logging, bad)
+    r = config.runtime
+    # What is known from the config alone: `auto` precision and strategy are resolved at the
+    # start of a run, which checks the resolved values again (training/compile.py).
+    kinds = [d.strip("/").split(":")[0].upper() for d in r.devices]
+    why = runtime_refusal(r.precision, r.jit_compile, r.strategy, kinds)
+    if why:
+        raise ConfigError(f"{source}: {why}")
     return config
+
+
+def runtime_refusal(policy: str, jit_compile: bool, strategy: str, device_kinds) -> str | None:
+    """Why Keras/TensorFlow cannot train with this combination, naming the keys; None if it can.
+
+    Args:
+        policy: the precision policy (`auto` is not refused: it is checked once resolved).
+        jit_compile: `runtime.jit_compile`.
+        strategy: `runtime.strategy` (`mirrored`, `multi_worker`, ...).
+        device_kinds: the strategy's device types (`CPU`, `GPU`), empty when unknown.
+
+    Each refusal is a cell of bench/gpu_check.py's matrix, which runs it anyway and says
+    whether it still fails.
+    """
+    if not jit_compile or strategy not in ("mirrored", "multi_worker"):
+        return None
+    if strategy == "mirrored" and "CPU" in device_kinds:
+        # Measured: XLA's compiled step cannot use the mirrored variables of the other
+        # (logical) CPU devices (InvalidArgumentError, every precision).
+        return (
+            "'runtime.jit_compile' true with 'runtime.strategy' mirrored over CPU devices "
+            "('runtime.devices') fails in TensorFlow (XLA cannot use variables on another "
+            "device); set runtime.jit_compile: false"
+        )
+    if policy == "mixed_float16":
+        return (
+            f"'runtime.jit_compile' true with 'runtime.precision' mixed_float16 under "
+            f"'runtime.strategy' {strategy} fails in Keras's loss-scale optimizer (merge_call, "
+            "keras-team/keras#18666, #21366); set runtime.jit_compile: false, or "
+            "runtime.precision: mixed_bfloat16 (compute capability 8.0 and up)"
+        )
+    return None
 
 
 def _check_training_control(t, logging, bad) -> None:

@@ -180,7 +180,8 @@ class RuntimeConfig:
     jit_compile: bool = False  # XLA: see bench/README.md for what it gave on CPU
     # Training steps per call into TensorFlow: saves per-step overhead where steps take
     # milliseconds (GPUs, small images); batch-level callbacks then run every N steps.
-    steps_per_execution: int = 1
+    # auto: 16 when GPUs are visible, else 1 (training/compile.py).
+    steps_per_execution: int | Literal["auto"] = 1
     # Batch-norm statistics over the global batch (all replicas), not each replica's share:
     # for small per-replica batches under mirrored / multi_worker.
     sync_batch_norm: bool = False

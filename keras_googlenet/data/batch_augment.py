@@ -11,8 +11,8 @@ MixUp and CutMix mix pairs of images of a batch and their labels, so the labels 
 one-hot rows mixed with the same weights, summing to 1, the same for all three heads. The
 losses are then categorical cross-entropies on those rows and the validation labels are
 one-hot too (`soft_labels`; see `training.compile.compile_model`). RandAugment draws its
-operations per batch and their strengths per image. Images leave as float32 on the 0-255 scale
-(the model normalizes them).
+operations per batch and their strengths per image. The layers compute in float32 under every
+precision policy, and images leave as float32 on the 0-255 scale (the model normalizes them).
 
 Seeded: each layer gets `data.seed` (plus the pipeline's index and its position in the list);
 the map runs sequentially, so the same seed gives the same batches.
@@ -89,11 +89,15 @@ def make_batch_augment(entries, num_classes: int, seed: int):
     import tensorflow as tf
 
     layers = []
+    # float32 whatever the global policy: the layers are built inside a run's mixed-precision
+    # block, where they would otherwise compute in float16/bfloat16 (MixUp then fails on its
+    # float32 labels) and hand the model other pixels than a float32 run's.
+    f32 = {"dtype": "float32"}
     for i, (name, p) in enumerate(check_batch_augment(entries)):
         if name == "mixup":
-            layers.append(keras.layers.MixUp(alpha=p["alpha"], seed=seed + i))
+            layers.append(keras.layers.MixUp(alpha=p["alpha"], seed=seed + i, **f32))
         elif name == "cutmix":
-            layers.append(keras.layers.CutMix(factor=p["alpha"], seed=seed + i))
+            layers.append(keras.layers.CutMix(factor=p["alpha"], seed=seed + i, **f32))
         else:
             layers.append(
                 keras.layers.RandAugment(
@@ -101,6 +105,7 @@ def make_batch_augment(entries, num_classes: int, seed: int):
                     num_ops=p["num_ops"],
                     factor=p["magnitude"],
                     seed=seed + i,
+                    **f32,
                 )
             )
     mixes = soft_labels(entries)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 
 from keras_googlenet.config import Config
-from keras_googlenet.errors import UserError
+from keras_googlenet.errors import ConfigError, UserError
 from keras_googlenet.model.googlenet import build_googlenet
 from keras_googlenet.model.table import MINUS_ONE_ONE, OUTPUT_NAMES, PAPER_CONVENTION
+from keras_googlenet.training.loss_scale import with_loss_scaling
 
 # Batch norm scales/offsets and biases are not decayed (decay would only shrink them).
 NO_DECAY = ["gamma", "beta", "bias"]
@@ -114,11 +115,52 @@ def make_optimizer(o) -> keras.optimizers.Optimizer:
     return opt
 
 
+# `runtime.steps_per_execution: auto` on GPUs: a GoogLeNet step at 224 px takes tens of
+# milliseconds there, against about a millisecond of per-call overhead; 16 steps per call
+# leave it under 1% while batch-level callbacks still act several times a second.
+GPU_STEPS_PER_EXECUTION = 16
+
+
+def steps_per_execution(value, gpus: int | None = None) -> int:
+    """`runtime.steps_per_execution` resolved: `auto` is GPU_STEPS_PER_EXECUTION when GPUs are
+    visible (`gpus`: their count, default asked of TensorFlow), else 1 (CPU steps take 50 ms to
+    seconds: nothing to save)."""
+    if value != "auto":
+        return value
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_logical_devices("GPU"))
+    return GPU_STEPS_PER_EXECUTION if gpus else 1
+
+
+def check_resolved_runtime(cfg: Config) -> None:
+    """Refuses (ConfigError, one line) what `config.checks.runtime_refusal` refuses, for the
+    policy and strategy this run resolved (`precision: auto`, `strategy: auto`)."""
+    import tensorflow as tf
+
+    from keras_googlenet.config.checks import runtime_refusal
+
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        kind = "multi_worker"
+    elif isinstance(strategy, tf.distribute.MirroredStrategy):
+        kind = "mirrored"
+    else:
+        kind = "default"
+    devices = strategy.extended.worker_devices if kind != "default" else ()
+    kinds = [tf.DeviceSpec.from_string(d).device_type for d in devices]
+    policy = keras.config.dtype_policy().name
+    why = runtime_refusal(policy, cfg.runtime.jit_compile, kind, kinds)
+    if why:
+        raise ConfigError(f"this run ({policy}, {len(devices)} {kind} replica(s)): {why}")
+
+
 def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Model:
     """Compiles `model` for training: optimizer, per-head losses, weights and metrics.
 
     Call inside the strategy's scope, after the precision policy is set (a `mixed_float16`
-    model gets Keras's LossScaleOptimizer from `compile`).
+    model gets a loss-scale optimizer, `training/loss_scale.py`).
 
     Metrics: `top1`/`top5` on `main`, `accuracy` on each auxiliary head; Keras prefixes them
     with the output name (`main_top1`, `aux_4a_accuracy`). With MixUp or CutMix in
@@ -136,6 +178,7 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
     """
     from keras_googlenet.data.batch_augment import soft_labels
 
+    check_resolved_runtime(cfg)
     heads = [name for name in OUTPUT_NAMES if name in model.output_names]
     smoothing = cfg.training.label_smoothing
     soft = soft_labels(cfg.data.batch_augment)
@@ -161,11 +204,12 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
     for head in heads[1:]:
         metrics[head] = [accuracy(name="accuracy")]
     model.compile(
-        optimizer=optimizer or make_optimizer(cfg.optimizer),
+        # Under mixed_float16: loss scaling whose skipped steps every replica agrees on.
+        optimizer=with_loss_scaling(optimizer or make_optimizer(cfg.optimizer)),
         loss={head: loss() for head in heads},
         loss_weights={head: float(cfg.training.loss_weights.get(head, 0.0)) for head in heads},
         metrics=metrics,
         jit_compile=cfg.runtime.jit_compile,
-        steps_per_execution=cfg.runtime.steps_per_execution,
+        steps_per_execution=steps_per_execution(cfg.runtime.steps_per_execution),
     )
     return model

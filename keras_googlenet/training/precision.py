@@ -1,10 +1,12 @@
 """Numeric precision: which Keras mixed-precision policy a run uses.
 
-`auto` picks the fastest policy the hardware runs natively: bfloat16 on CPUs with AMX, or with
-AVX512_BF16 from AMD (1.7x float32's training step on an AMD EPYC, bench/README.md); float16 on
-GPUs with tensor cores (compute capability 7.0 or more); float32 everywhere else. Intel CPUs
-with AVX512_BF16 but no AMX trained slower in bfloat16 than in float32 (TensorFlow and torch
-alike), and float16 on a CPU is emulated.
+`auto` picks the fastest policy the hardware runs natively: on GPUs, bfloat16 from compute
+capability 8.0 (A100, H100: tensor cores as fast as float16's, float32's range, no loss
+scaling), float16 with loss scaling on 7.x (V100, T4: tensor cores without bfloat16), float32
+below; on CPUs, bfloat16 with AMX, or with AVX512_BF16 from AMD (1.7x float32's training step
+on an AMD EPYC, bench/README.md); float32 everywhere else. With several GPUs the oldest
+decides. Intel CPUs with AVX512_BF16 but no AMX trained slower in bfloat16 than in float32
+(TensorFlow and torch alike), and float16 on a CPU is emulated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import keras
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # /proc/cpuinfo flags that mean bfloat16 matrix maths runs in hardware: AMX's tiles are fast on
 # every CPU that has them; AVX512_BF16 alone only where it was measured faster (AMD's).
+# GPU compute capabilities: bfloat16 tensor cores from Ampere (8.0), float16 ones from Volta.
+BF16_TENSOR_CORES = (8, 0)
+FP16_TENSOR_CORES = (7, 0)
 AMX_FLAGS = ("amx_bf16", "amx_tile")
 AVX512_BF16 = "avx512_bf16"
 BF16_FAST_WITHOUT_AMX = ("AuthenticAMD",)
@@ -76,9 +81,15 @@ def choose_policy(name: str, *, flags=None, capabilities=None, vendor=None) -> t
         return name, "set in the config"
     capabilities = gpu_compute_capabilities() if capabilities is None else capabilities
     if capabilities:
-        if all(cc >= (7, 0) for cc in capabilities):
-            return "mixed_float16", f"GPUs with tensor cores (compute capability {capabilities})"
-        return "float32", f"GPUs without tensor cores (compute capability {capabilities})"
+        oldest = min(tuple(cc) for cc in capabilities)
+        cc = f"compute capability {'.'.join(map(str, oldest))}"
+        if len(capabilities) > 1:
+            cc = f"lowest {cc} of {len(capabilities)} GPUs"
+        if oldest >= BF16_TENSOR_CORES:
+            return "mixed_bfloat16", f"GPU {cc}: bfloat16 tensor cores, no loss scaling needed"
+        if oldest >= FP16_TENSOR_CORES:
+            return "mixed_float16", f"GPU {cc}: float16 tensor cores (no bfloat16), loss-scaled"
+        return "float32", f"GPU {cc}: no tensor cores"
     flags = cpu_flags() if flags is None else set(flags)
     vendor = cpu_vendor() if vendor is None else vendor
     amx = sorted(flags & set(AMX_FLAGS))
