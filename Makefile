@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-torch lint format clean-venv
+.PHONY: demo test test-torch test-nightly lint format clean-venv
 
 $(VENV)/.installed: pyproject.toml requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,23 @@ test: $(VENV)/.installed
 
 test-torch: $(VENV)/.installed $(VENV)/.torch
 	KERAS_GOOGLENET_REQUIRE_TORCH=1 $(PY) -m pytest -n 2 --dist loadgroup
+
+# The suite on the next Keras before its release: keras-nightly in a venv of its own (it installs
+# as the `keras` module, so it replaces the release there).
+NIGHTLY := .venv-nightly
+$(NIGHTLY)/.installed: pyproject.toml requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(NIGHTLY)
+	$(NIGHTLY)/bin/python -m pip install --quiet --upgrade pip
+	$(NIGHTLY)/bin/python -m pip install --quiet -e '.[test]'
+	$(NIGHTLY)/bin/python -m pip uninstall --quiet --yes keras
+	$(NIGHTLY)/bin/python -m pip install --quiet --pre keras-nightly
+	touch $@
+
+# NIGHTLY_TESTS: which tests (default: all).
+NIGHTLY_TESTS ?= tests
+test-nightly: $(NIGHTLY)/.installed
+	$(NIGHTLY)/bin/python -c "import keras; print('keras', keras.__version__)"
+	$(NIGHTLY)/bin/python -m pytest -n 2 --dist loadgroup $(NIGHTLY_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
