@@ -133,10 +133,13 @@ def measure(name: str, root: Path, batches: int, warmup: int, batch_size: int) -
     if name == "always_window":
         decode._WINDOW_DECODE_BELOW = 2.0
     try:
-        ds = data.make_train_dataset(cfg, info)  # repeats: steps_per_epoch is set
-        it = iter(ds)
         if name.startswith("cached"):  # fill the cache: one whole pass first
             warmup += info.train_size // batch_size + 1
+        steps = data.steps_per_pass(cfg, info)
+        ds = data.make_train_dataset(
+            cfg, info, passes=data.passes_for(0, warmup + batches, steps) + 1
+        )
+        it = iter(ds)
         for _ in range(warmup):
             next(it)
         start, cpu_start = time.perf_counter(), _cpu_seconds()

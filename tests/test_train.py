@@ -299,3 +299,23 @@ def test_sync_batch_norm_reaches_every_batch_norm(shared_processed_dataset):
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert norms and all(layer.synchronized for layer in norms)
+
+
+def test_undecodable_image_under_on_bad_image_fail_is_one_line_naming_it(tmp_path, capsys):
+    """A JPEG whose header passes the probe but whose data does not decode, with
+    `data.on_bad_image: fail`: one line naming the file (no TensorFlow traceback), exit 1."""
+    data = write_processed_dataset(
+        tmp_path / "data", num_classes=2, train_per_class=4, val_per_class=2, size=72
+    )
+    bad = sorted((data / "train").iterdir())[0]
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[:200] + bytes(range(256)) * 4 + b"\xff\xd9")
+    args = ["--config", REPO / "configs" / "smoke.yaml", "--run-dir", tmp_path / "run"]
+    extra = {"data.on_bad_image": "fail", "training.epochs": 1, "data.cache": False}
+    for value in tiny_overrides(data, **extra):
+        args += ["--set", value]
+    assert cli("train", *args) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert str(bad) in last and "data.on_bad_image" in last, last
+    assert "Traceback" not in err
