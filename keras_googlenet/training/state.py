@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -319,12 +318,3 @@ class StateKeeper(keras.callbacks.Callback):
         metrics = metric_values(self.model) if mid_epoch and s.step else None
         s.keras = keras.__version__
         return save(self.model, self.dir, s, self.ema, metrics)
-
-
-def finite_or_none(value) -> float | None:
-    """`value` as a float, None when missing or not finite (JSON has no NaN)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
