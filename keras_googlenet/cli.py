@@ -195,6 +195,12 @@ def _job_parsers(sub) -> None:
         metavar="DIR",
         help="--crops 144: the folder preprocess read (default: preprocess.source_dir)",
     )
+    p.add_argument(
+        "--export",
+        metavar="DIR",
+        help="an export of this checkpoint (any format): run it on the same images and report "
+        "where it agrees with the checkpoint",
+    )
 
     p = job("export")
     source = p.add_mutually_exclusive_group(required=True)

@@ -8,9 +8,9 @@ No network and no download: it draws a Caltech256-style folder of shapes
 1. generate    WORKDIR/shapes/001.circle/001_0001.jpg ... and WORKDIR/heldout/*.jpg
 2. preprocess  WORKDIR/processed/ (train/, val/, CSVs, categories, RGB mean, skipped.csv)
 3. train       WORKDIR/run/ (aux heads, checkpoints, resume backup, TensorBoard, log, plots)
-4. evaluate    WORKDIR/run/eval/best-val/ (metrics.json, per_class.csv, confusion.png,
-               report.html: the page to open)
-5. export      WORKDIR/export/ (SavedModel + model.keras + labels.txt)
+4. export      WORKDIR/export/ (SavedModel + model.keras + labels.txt)
+5. evaluate    WORKDIR/run/eval/best-val/ (metrics.json, per_class.csv, confusion.png,
+               report.html: the page to open), the export run beside the checkpoint
 6. predict     the held-out images, through the exported SavedModel
 
 Run it again and each step that is already done is reused (a finished training run is
@@ -160,17 +160,22 @@ def run(args) -> int:
     run = Path(result["run_dir"])
     _done(t, f"training {result['status']}")
 
-    from keras_googlenet.evaluation.evaluate import evaluate_run
-
-    t = _step(4, "evaluating the best checkpoint on the validation split")
-    metrics = evaluate_run(run, checkpoint="best")
-    _done(t, f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}")
-
     from keras_googlenet.serving.export import export_run
 
-    t = _step(5, "exporting a SavedModel")
+    t = _step(4, "exporting a SavedModel")
     export = export_run(run, workdir / "export", checkpoint="best", overwrite=True)
     _done(t, f"exported to {export}")
+
+    from keras_googlenet.evaluation.evaluate import evaluate_run
+
+    t = _step(5, "evaluating the best checkpoint on the validation split, and the export")
+    metrics = evaluate_run(run, checkpoint="best", export=str(export))
+    agree = metrics["export"]
+    _done(
+        t,
+        f"val top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}; the export gives the "
+        f"same class on {agree['top1_agreement']:.1%} of the images",
+    )
 
     from keras_googlenet.serving.predict import load_export, predict_files
 

@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 from helpers import cli
+from PIL import Image
 
 from keras_googlenet.evaluation import calibration
+from keras_googlenet.serving import temperature
 
 
 def test_ece_by_hand():
@@ -91,6 +93,7 @@ def test_calibrate_then_export_applies_the_temperature(tiny_run, tmp_path, capsy
 
     out = tmp_path / "export"
     assert cli("export", "--run-dir", run, "--output", out) == 0
+    assert "exported to" in capsys.readouterr().out
     assert json.loads((out / "export.json").read_text())["temperature"] == t
     model = float32_inference_model(load_checkpoint(run / "checkpoints" / "best.keras"))
     size = model.input.shape[1]
@@ -100,6 +103,33 @@ def test_calibrate_then_export_applies_the_temperature(tiny_run, tmp_path, capsy
     served = loaded.serve(tf.constant(pixels))["probabilities"].numpy()
     np.testing.assert_allclose(served, calibration.softmax(logits, t), atol=1e-5)
 
+    # The run folder predicts what its export predicts: the temperature is applied there too.
+    image = tmp_path / "photo.jpg"
+    Image.fromarray(pixels[0].astype(np.uint8)).save(image)
+    predicted = {}
+    for source in ("--run-dir", "--export-dir"):
+        folder = run if source == "--run-dir" else out
+        assert cli("predict", source, folder, image, "--json", "--top-k", "3") == 0
+        top = json.loads(capsys.readouterr().out)[0]["predictions"]
+        predicted[source] = {p["id"]: p["probability"] for p in top}
+    assert predicted["--run-dir"] == pytest.approx(predicted["--export-dir"], abs=1e-5)
+
+    # evaluate --export compares the calibrated export with the calibrated checkpoint.
+    assert cli("evaluate", "--run-dir", run, "--export", out) == 0
+    assert "export (savedmodel): same top-1 class on" in capsys.readouterr().out
+    e = json.loads((run / "eval" / "best-val" / "metrics.json").read_text())["export"]
+    assert e["temperature"] == t and e["same_checkpoint"] and e["images"] == 12
+    assert e["max_abs_difference"] < 1e-4 and e["disagreements"] == e["disagreements_at_ties"]
+
+    # A damaged calibration.json is one line naming it, for predict and export alike.
+    good = (run / "calibration.json").read_text()
+    (run / "calibration.json").write_text("{not json")
+    assert cli("predict", "--run-dir", run, image) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibration.json: unreadable" in err
+
     # A later best.keras is another model: its export keeps its own softmax.
+    (run / "calibration.json").write_text(good)
+    assert temperature.saved_temperature(run, run / "checkpoints" / "best.keras") == t
     shutil.copy(run / "checkpoints" / "last.keras", run / "checkpoints" / "best.keras")
-    assert calibration.saved_temperature(run, run / "checkpoints" / "best.keras") is None
+    assert temperature.saved_temperature(run, run / "checkpoints" / "best.keras") is None

@@ -47,12 +47,15 @@ def test_quick_demo_runs_the_whole_chain_twice(tmp_path, capsys):
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert list((run / "plots").glob("*.png"))
     assert "aux_4a_accuracy" in (run / "history.csv").read_text().splitlines()[0]
-    # 4. Evaluation on the validation split.
+    # 4. The SavedModel.
+    assert (work / "export" / "saved_model.pb").is_file()
+    # 5. Evaluation on the validation split, the export run beside the checkpoint.
     metrics = json.loads((run / "eval" / "best-val" / "metrics.json").read_text())
     assert metrics["csv"].endswith("val.csv") and 0 <= metrics["top1"] <= 1
     assert (run / "eval" / "best-val" / "confusion.png").is_file()
-    # 5. The SavedModel.
-    assert (work / "export" / "saved_model.pb").is_file()
+    agree = metrics["export"]
+    assert agree["same_checkpoint"] and agree["images"] == metrics["num_images"]
+    assert agree["max_abs_difference"] < 1e-4 and "the export gives the same class on" in out
     # 6. A prediction line per held-out image, then every path and the TensorBoard command.
     predicted = [
         line.split()[0] for line in out.splitlines() if line.endswith(" ok") or "wrong (is" in line

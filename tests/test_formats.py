@@ -97,6 +97,15 @@ def test_format_matches_saved_model_in_fresh_process(
     assert (out / "labels.txt").read_text().split() == info["class_names"]
     assert info["file"] == name and info["max_abs_difference_from_keras"] <= 1e-4
 
+    # The file itself on every validation image, beside its checkpoint: the report's section.
+    report = tmp_path / "eval"
+    assert cli("evaluate", "--run-dir", tiny_run, "--export", out, "--output", report) == 0
+    e = json.loads((report / "metrics.json").read_text())["export"]
+    assert e["format"] == fmt and e["same_checkpoint"] and e["temperature"] is None
+    assert e["images"] == 12 and e["max_abs_difference"] <= 1e-4
+    assert e["disagreements"] == e["disagreements_at_ties"]  # only a near-tie may flip
+    assert f"{out.resolve()}" in (report / "report.html").read_text()
+
 
 def test_missing_runtime_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     real = formats.importlib.util.find_spec

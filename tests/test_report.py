@@ -5,6 +5,9 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
+from keras_googlenet.evaluation.export_agreement import agreement
 from keras_googlenet.evaluation.report import write_report
 
 
@@ -106,6 +109,7 @@ def test_report_structure_and_images(tmp_path):
     text = "".join(page.text)
     assert "ECE (15 equal-width bins)" in text and "protocol: 10 crops" in text
     assert "most-confused pairs: not written (confused_pairs.png)" in text
+    assert "no export compared" in text  # no --export: the page says how to get one
     # the class table: lowest F1 first, the class without images left out
     header = page.rows.index(["id", "label", "images", "precision", "recall", "F1", "accuracy"])
     assert [r[1] for r in page.rows[header + 1 :]] == ["b", "a"]
@@ -119,3 +123,29 @@ def test_report_without_history_says_so(tmp_path):
     text = path.read_text()
     assert "no training curves" in text and "history.csv is missing" in text
     assert not (out / "curves.png").exists()
+
+
+def test_report_export_section(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    Image.new("RGB", (4, 4)).save(out / "confusion.png")
+    metrics = _metrics(tmp_path)
+    metrics["export"] = {
+        "folder": "/exports/a",
+        "format": "onnx",
+        "temperature": 1.5,
+        "same_checkpoint": False,
+        **agreement(
+            np.array([[0.7, 0.3], [0.50002, 0.49998], [0.2, 0.8], [0.9, 0.1]]),
+            np.array([[0.7, 0.3], [0.49998, 0.50002], [0.6, 0.4], [0.9, 0.1]]),
+        ),
+    }
+    page = parse_report(write_report(out, metrics, PER_CLASS, tmp_path / "history.csv"))
+    rows = {r[0]: r[1] for r in page.rows if len(r) == 2}
+    assert rows["format"] == "onnx" and rows["images compared"] == "4"
+    assert rows["same top-1 class"] == "0.5000" and rows["different top-1 class"] == "2"
+    assert rows["  of which near-ties"] == "1"
+    assert rows["largest probability difference"] == "0.4"
+    assert "written from another checkpoint" in "".join(page.text)

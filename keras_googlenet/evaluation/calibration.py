@@ -3,24 +3,18 @@
 Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): the logits
 are divided by one scalar T fitted on the validation set by minimizing the negative
 log-likelihood; T > 1 softens an overconfident model. The class ranking, so top-1 and top-5,
-does not change. `evaluate --calibrate` fits T and saves it in the run folder as
-`calibration.json`, with the sha256 of the checkpoint it was fitted on; `export` applies it
-inside the graph of that checkpoint only.
+does not change. `evaluate --calibrate` fits T; serving/temperature.py keeps it in the run
+folder and puts it in the graphs that serve that checkpoint.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
-from keras_googlenet.atomic import atomic_write_text
-
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al.
-CALIBRATION_FILE = "calibration.json"
 # The search interval of 1/T: temperatures between 0.02 and 50.
 _INVERSE_RANGE = (0.02, 50.0)
 
@@ -110,53 +104,11 @@ def summary(logits: np.ndarray, labels: np.ndarray, temperature: float | None) -
     return result
 
 
-def save_temperature(run_root: Path, temperature: float, checkpoint: Path, fitted: dict) -> Path:
-    """Writes RUN/calibration.json (atomically): T, the checkpoint and its sha256, the fit."""
-    from keras_googlenet.model.import_weights import sha256
-
-    path = Path(run_root) / CALIBRATION_FILE
-    record = {
-        "temperature": temperature,
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": sha256(Path(checkpoint)),
-        **fitted,
-    }
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    return path
-
-
-def saved_temperature(run_root: Path, checkpoint: Path) -> float | None:
-    """The temperature saved in RUN/calibration.json if it was fitted on this checkpoint's
-    bytes (a later best.keras is another model), else None."""
-    from keras_googlenet.model.import_weights import sha256
-
-    path = Path(run_root) / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.get("checkpoint_sha256") != sha256(Path(checkpoint)):
-        return None
-    return float(record["temperature"])
-
-
 def logits_model(model):
     """The logits of an inference model: the input of its softmax layer `main`."""
     import keras
 
     return keras.Model(model.inputs[0], model.get_layer("main").input, name=f"{model.name}_logits")
-
-
-def with_temperature(model, temperature: float):
-    """The inference model with its logits divided by `temperature` before the softmax.
-
-    A `Rescaling` layer: a plain multiply that every export format converts.
-    """
-    import keras
-
-    logits = model.get_layer("main").input
-    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
-    probabilities = keras.layers.Activation("softmax", dtype="float32", name="main")(scaled)
-    return keras.Model(model.inputs[0], probabilities, name=f"{model.name}_calibrated")
 
 
 def plot_reliability(probabilities, labels, title: str, calibrated=None) -> bytes:

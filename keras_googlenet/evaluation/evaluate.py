@@ -1,7 +1,7 @@
 """Evaluate a run's checkpoint on the validation CSV (or any CSV of the same format).
 
     keras-googlenet evaluate --run-dir runs/NAME [--checkpoint best|last|PATH] [--csv CSV]
-        [--calibrate] [--crops 1|10|144 [--originals DIR]]
+        [--calibrate] [--crops 1|10|144 [--originals DIR]] [--export DIR]
 
 Uses the inference model (main head) of the checkpoint, in float32, on the deterministic
 validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or `--output`):
@@ -24,7 +24,9 @@ validation pipeline (center crop). Writes to `RUN/eval/<checkpoint>-<csv>/` (or 
 `--calibrate` also fits a temperature on the validation set and saves it in
 `RUN/calibration.json` (see calibration.py); a saved temperature of the same checkpoint is
 applied to the "calibrated" numbers of every later evaluation. `--crops 10|144` averages the
-softmax over the paper's test-time crops (crops.py) and writes to `...-<N>crop/`.
+softmax over the paper's test-time crops (crops.py) and writes to `...-<N>crop/`. `--export DIR`
+runs an export of the checkpoint on the same images and reports where the two agree
+(export_agreement.py).
 
 Evaluating again overwrites these files (each is written atomically): they are a report of the
 checkpoint, not a result to protect.
@@ -44,10 +46,11 @@ import numpy as np
 from keras_googlenet.atomic import atomic_write_bytes, atomic_write_text
 from keras_googlenet.config import apply_overrides, require
 from keras_googlenet.errors import UserError
-from keras_googlenet.evaluation import calibration, crops, gallery
+from keras_googlenet.evaluation import calibration, crops, export_agreement, gallery
 from keras_googlenet.evaluation.confusion_plot import plot_confusion
 from keras_googlenet.evaluation.metrics import summarize
 from keras_googlenet.evaluation.report import write_report
+from keras_googlenet.serving import temperature as temperature_file
 from keras_googlenet.training.checkpoints import (
     float32_inference_model,
     load_checkpoint,
@@ -60,22 +63,28 @@ from keras_googlenet.training.checkpoints import (
 log = logging.getLogger(__name__)
 
 
-def predict_dataset(model, dataset, num_batches: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs [N, C], labels [N]) over a dataset of (images, {"main": labels}[, weights]).
+def predict_dataset(
+    model, dataset, num_batches: int | None, also=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(outputs [N, C], labels [N], also's outputs [N, C] or None) over a dataset of
+    (images, {"main": labels}[, weights]).
 
-    Rows of weight 0 (the validation pipeline's padding) are left out.
+    `also`: another function of the same float32 pixels (an export, see export_agreement.py),
+    run on the same batches. Rows of weight 0 (the validation pipeline's padding) are left out.
     """
     from tqdm import tqdm
 
-    probs, labels = [], []
+    probs, labels, others = [], [], []
     for images, y, *weights in tqdm(dataset, total=num_batches, desc="evaluate", unit="batch"):
         real = np.asarray(weights[0]) > 0 if weights else slice(None)
         probs.append(np.asarray(model.predict_on_batch(images), dtype=np.float32)[real])
         labels.append(np.asarray(y["main"] if isinstance(y, dict) else y).reshape(-1)[real])
+        if also is not None:
+            others.append(np.asarray(also(np.asarray(images, np.float32)), np.float32)[real])
     if not probs:
         raise UserError("no image could be read from the CSV")
     labels = np.concatenate(labels).astype(np.int64)
-    return np.concatenate(probs), labels
+    return np.concatenate(probs), labels, (np.concatenate(others) if others else None)
 
 
 def _csv_rows(rows: list[dict]) -> str:
@@ -136,6 +145,7 @@ def evaluate_run(
     calibrate: bool = False,
     num_crops: int = 1,
     originals: str | None = None,
+    export: str | None = None,
 ) -> dict:
     """Evaluates a checkpoint of a run and writes the report files.
 
@@ -151,6 +161,8 @@ def evaluate_run(
         num_crops: 1 (the centre crop), 10 or 144 test-time crops (see crops.py).
         originals: the folder of the original photos (144 crops; default
             `preprocess.source_dir`).
+        export: an export folder of this checkpoint, run on the same images and compared
+            (export_agreement.py).
 
     Returns:
         The metrics written to metrics.json, plus `output` (the report folder) and `report`
@@ -168,12 +180,15 @@ def evaluate_run(
         )
     if calibrate and num_crops != 1:
         raise UserError("--calibrate fits the single-crop model that export writes: drop --crops")
+    if export is not None and num_crops != 1:
+        raise UserError("--export compares the single-crop model that export writes: drop --crops")
     if calibrate and csv_path is not None:
         raise UserError("--calibrate fits the temperature on the run's validation set: drop --csv")
     csv_file, image_dir = _resolve_csv(csv_path, config)
     if calibrate and not csv_file.is_file():
         raise UserError(f"{csv_file}: --calibrate needs the run's validation set; it is not there")
     path = pick_checkpoint(run, checkpoint)
+    exported = None if export is None else export_agreement.load_export(export)
     if images_dir is not None:
         image_dir = Path(images_dir)
         if not image_dir.is_dir():
@@ -213,7 +228,12 @@ def evaluate_run(
     if num_crops == 1:
         dataset = make_val_dataset(config, info)
         batches = val_layout(info.val_size, 1, config.data.batch_size).batches
-        logits, labels = predict_dataset(calibration.logits_model(model), dataset, batches)
+        logits, labels, export_probabilities = predict_dataset(
+            calibration.logits_model(model),
+            dataset,
+            batches,
+            also=None if exported is None else exported.probabilities,
+        )
     else:
         averaged = crops.predict_crops(model, info.val_files, num_crops, size, sources)
         labels = np.asarray(info.val_labels, dtype=np.int64)
@@ -224,14 +244,16 @@ def evaluate_run(
     if calibrate:
         temperature = calibration.fit_temperature(logits, labels)
         fitted = calibration.summary(logits, labels, temperature)
-        calibration.save_temperature(
+        temperature_file.save_temperature(
             run.root, temperature, path, {"fitted_on": str(csv_file), **fitted}
         )
     elif num_crops == 1:
-        temperature = calibration.saved_temperature(run.root, path)
+        temperature = temperature_file.saved_temperature(run.root, path)
     else:
         temperature = None  # fitted on single-crop logits: not those of an average of crops
     result["calibration"] = calibration.summary(logits, labels, temperature)
+    if exported is not None:
+        result["export"] = _export_agreement(exported, path, logits, export_probabilities)
     # Files that passed the dataset check but failed to decode are dropped by the pipeline;
     # then the rows can no longer be matched to file names.
     aligned = len(labels) == len(info.val_files) and list(labels) == list(info.val_labels)
@@ -282,6 +304,27 @@ def evaluate_run(
     return {**metrics, "output": str(out), "report": str(report)}
 
 
+def _export_agreement(exported, checkpoint: Path, logits, probabilities) -> dict:
+    """metrics.json's `export` entry: which export, and how closely it follows the checkpoint
+    at the export's own temperature."""
+    same = export_agreement.same_checkpoint(exported, checkpoint)
+    if not same:
+        log.warning(
+            "%s was exported from %s, not from %s: the comparison is between two models",
+            exported.folder,
+            exported.info["checkpoint"],
+            checkpoint,
+        )
+    reference = calibration.softmax(logits, exported.temperature or 1.0)
+    return {
+        "folder": str(exported.folder.resolve()),
+        "format": exported.fmt,
+        "temperature": exported.temperature,
+        "same_checkpoint": same,
+        **export_agreement.agreement(reference, probabilities),
+    }
+
+
 def _write_galleries(out: Path, info, probabilities, labels, pairs) -> None:
     """worst.png (and its TensorBoard image) and confused_pairs.png."""
     files, names = info.val_files, info.class_names
@@ -313,6 +356,7 @@ def run(args) -> int:
         calibrate=args.calibrate,
         num_crops=args.crops,
         originals=args.originals,
+        export=args.export,
     )
     print(
         f"top-1 {m['top1']:.4f}  top-{m['top_k']} {m['top5']:.4f}  loss {m['loss']:.4f}  "
@@ -326,5 +370,11 @@ def run(args) -> int:
             f"NLL {c['nll_calibrated']:.4f}"
         )
     print(line)
+    if "export" in m:
+        e = m["export"]
+        print(
+            f"export ({e['format']}): same top-1 class on {e['top1_agreement']:.2%} of "
+            f"{e['images']} images, largest probability difference {e['max_abs_difference']:.2g}"
+        )
     print(f"report: {m['report']}")
     return 0

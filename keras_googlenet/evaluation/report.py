@@ -74,6 +74,32 @@ def _table(header: list[str], rows: list[list], left: int = 0) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _export_section(e: dict | None) -> str:
+    """Where an export agrees with the checkpoint (metrics.json's `export`), or why not shown."""
+    if e is None:
+        return (
+            '<p class="missing">no export compared: <code>evaluate --export DIR</code> runs an '
+            "export on these images beside the checkpoint</p>"
+        )
+    rows = [
+        ["export", e["folder"]],
+        ["format", e["format"]],
+        ["temperature", "none (T = 1)" if e["temperature"] is None else e["temperature"]],
+        ["images compared", e["images"]],
+        ["same top-1 class", e["top1_agreement"]],
+        ["different top-1 class", e["disagreements"]],
+        ["  of which near-ties", e["disagreements_at_ties"]],
+        ["largest probability difference", f"{e['max_abs_difference']:.3g}"],
+        ["mean probability difference", f"{e['mean_abs_difference']:.3g}"],
+    ]
+    warning = (
+        ""
+        if e["same_checkpoint"]
+        else '<p class="missing">this export was written from another checkpoint</p>'
+    )
+    return warning + _table(["", "value"], rows, left=1)
+
+
 def write_report(out: Path, metrics: dict, per_class: list[dict], history_csv: Path) -> Path:
     """Writes out/curves.png (from `history_csv`, if it is there) and out/report.html.
 
@@ -126,6 +152,7 @@ def write_report(out: Path, metrics: dict, per_class: list[dict], history_csv: P
         )
     else:
         curves_html = _image(out, CURVES_FILE, "training curves")
+    export_html = _export_section(m.get("export"))
     title = f"{Path(m['run']).name}: {Path(m['checkpoint']).name} on {Path(m['csv']).name}"
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -136,6 +163,8 @@ def write_report(out: Path, metrics: dict, per_class: list[dict], history_csv: P
         curves_html,
         '<h2 id="calibration">Calibration</h2>',
         _image(out, "reliability.png", "reliability diagram"),
+        '<h2 id="export">Export against the checkpoint</h2>',
+        export_html,
         '<h2 id="confusion">Confusion matrix</h2>',
         _image(out, "confusion.png", "confusion matrix"),
         _table(["true", "predicted as", "count", "share"], pairs, left=2),

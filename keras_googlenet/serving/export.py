@@ -241,9 +241,10 @@ def export_run(
     Returns:
         The export folder as a `Path`.
     """
-    from keras_googlenet.evaluation import calibration
+    from keras_googlenet.model.import_weights import sha256
     from keras_googlenet.serving import formats
     from keras_googlenet.serving.graph import ServingSpec
+    from keras_googlenet.serving.temperature import calibrated
     from keras_googlenet.training.compile import input_normalization
 
     output = Path(output)
@@ -254,10 +255,7 @@ def export_run(
     path = pick_checkpoint(run, checkpoint)
     log.info("exporting %s", path)
     model = float32_inference_model(load_checkpoint(path))
-    temperature = calibration.saved_temperature(run.root, path)
-    if temperature is not None:
-        log.info("softmax temperature %.4g (from %s)", temperature, calibration.CALIBRATION_FILE)
-        model = calibration.with_temperature(model, temperature)
+    model, temperature = calibrated(model, run.root, path)
     class_names, mean_rgb = run_dataset_facts(run, config)
     if model.output.shape[-1] != len(class_names):
         raise UserError(
@@ -268,6 +266,7 @@ def export_run(
     metadata = {
         "run": str(run.root.resolve()),
         "checkpoint": str(path.resolve()),
+        "checkpoint_sha256": sha256(path),  # evaluate --export: is this that checkpoint?
         # None: the checkpoint's own softmax (no calibration.json fitted on this checkpoint)
         "temperature": temperature,
         "input_contract": input_contract(spec, *input_normalization(config, mean_rgb)),

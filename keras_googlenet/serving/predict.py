@@ -84,8 +84,13 @@ def load_export(path: Path) -> Predictor:
 
 
 def load_run(path: Path, checkpoint: str) -> Predictor:
-    """A predictor on a run folder's checkpoint (same graph as the export, built in memory)."""
+    """A predictor on a run folder's checkpoint (same graph as the export, built in memory).
+
+    A temperature fitted on this checkpoint (`evaluate --calibrate`) is applied as `export`
+    applies it, so the run folder and its export give the same probabilities.
+    """
     from keras_googlenet.serving.graph import ServingSpec, compiled_serving_functions
+    from keras_googlenet.serving.temperature import calibrated
     from keras_googlenet.training.checkpoints import (
         float32_inference_model,
         load_checkpoint,
@@ -99,6 +104,7 @@ def load_run(path: Path, checkpoint: str) -> Predictor:
     config = run_config(run)
     ckpt = pick_checkpoint(run, checkpoint)
     model = float32_inference_model(load_checkpoint(ckpt))
+    model, _ = calibrated(model, run.root, ckpt)
     class_names, _ = run_dataset_facts(run, config)
     spec = ServingSpec.from_config(config, class_names)
     return Predictor(
