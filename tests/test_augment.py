@@ -66,7 +66,10 @@ def test_transform_in_dataset_map_matches_eager(name, image):
     entry, _ = CASES[name]
     augment = aug.compile_augment([entry])
     seeds = tf.constant([[i, 7] for i in range(4)], tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(seeds).map(lambda s: augment(image, s))
+    # Without autograph, as data/pipeline.py maps every transform: each must be plain
+    # TensorFlow (a Python `if` on a tensor fails to trace here).
+    plain = tf.autograph.experimental.do_not_convert(lambda s: augment(image, s))
+    ds = tf.data.Dataset.from_tensor_slices(seeds).map(plain)
     for s, out in zip(seeds, ds, strict=True):
         np.testing.assert_array_equal(out.numpy(), augment(image, s).numpy())
 

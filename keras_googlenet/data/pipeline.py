@@ -42,6 +42,11 @@ from keras_googlenet.data.decode import decode_and_augment, decode_rgb, window_d
 from keras_googlenet.errors import ConfigError
 from keras_googlenet.model.table import OUTPUT_NAMES as HEADS
 
+# The functions mapped below are plain TensorFlow (no Python control flow on tensors), so they
+# need no autograph conversion: converting them was three quarters of building the pipelines
+# (bench/README.md, start-up). MixUp/CutMix (Keras layers) keep autograph.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +334,8 @@ def make_train_dataset(
         # must be drawn after the cache) and cuts whole batches.
         files = train_files(cfg, info, input_context=input_context, cached=True)
         decoded = files.map(
-            lambda p, y: (decode_rgb(tf.io.read_file(p)), y), num_parallel_calls=tf.data.AUTOTUNE
+            _no_autograph(lambda p, y: (decode_rgb(tf.io.read_file(p)), y)),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
         if d.on_bad_image == "skip":
             decoded = decoded.ignore_errors(log_warning=True)
@@ -363,6 +369,7 @@ def make_train_dataset(
     aug_base = tf.constant(d.seed + 1_000_003 * pipeline_id, tf.int64)
     window = window_decode_pays(augment, info.train_files[0])
 
+    @_no_autograph
     def load(item, place):
         source, label = item
         seed = tf.stack([aug_base, place])  # stateless: (pipeline, pass, place in the pass)
@@ -387,7 +394,7 @@ def make_train_dataset(
 
         mix = make_batch_augment(d.batch_augment, len(info.class_names), d.seed + pipeline_id)
         ds = ds.map(mix)  # sequential: the layers' seed generators advance in a fixed order
-    ds = ds.map(lambda x, y: _labels(x, y, _heads(cfg)))
+    ds = ds.map(_no_autograph(lambda x, y: _labels(x, y, _heads(cfg))))
     ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds.with_options(
         _options(cfg, deterministic=d.deterministic, sharded=input_context is not None)
@@ -446,6 +453,7 @@ def make_val_dataset(
     mine = slice(layout.start, layout.start + layout.count)
     weight = tf.constant(layout.weight, tf.float32)
 
+    @_no_autograph
     def load(path, label):
         image = decode_and_augment(tf.io.read_file(path), fixed_seed, augment, None, window)
         return tf.ensure_shape(image, [size, size, 3]), label, weight
@@ -461,7 +469,7 @@ def make_val_dataset(
     # file failed to decode and was dropped above).
     ds = ds.concatenate(tf.data.Dataset.from_tensors(blank).repeat())
     ds = ds.take(layout.batches * layout.batch).batch(layout.batch, drop_remainder=True)
-    ds = ds.map(lambda x, y, w: (*_labels(x, y, _heads(cfg)), w))
+    ds = ds.map(_no_autograph(lambda x, y, w: (*_labels(x, y, _heads(cfg)), w)))
     if d.cache is True:  # auto leaves validation alone: it is a fifth of the images
         ds = ds.cache()
     ds = ds.prefetch(tf.data.AUTOTUNE)
