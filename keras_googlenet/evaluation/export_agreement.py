@@ -73,11 +73,7 @@ def load_export(folder) -> Export:
     if (folder / "saved_model.pb").is_file():
         import tensorflow as tf
 
-        try:
-            loaded = tf.saved_model.load(str(folder))
-        except (OSError, ValueError, tf.errors.OpError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{folder}: cannot load the SavedModel ({first})") from None
+        loaded = formats.load_saved_model(folder)
         return Export(
             folder,
             "savedmodel",

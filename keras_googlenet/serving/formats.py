@@ -108,6 +108,21 @@ def _rename_output(graph, old: str, new: str) -> str:
     return new
 
 
+def load_saved_model(folder: Path):
+    """`tf.saved_model.load(folder)`; a folder TensorFlow cannot load is one `UserError` line.
+
+    Keep the returned object alive while its functions are used: they reference its variables
+    weakly.
+    """
+    import tensorflow as tf
+
+    try:
+        return tf.saved_model.load(str(folder))
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{folder}: cannot load the SavedModel ({first})") from None
+
+
 def load(path: Path, fmt: str):
     """The file at `path` loaded in the runtime of `fmt`, as a function: float32 pixels
     [batch, S, S, 3] -> probabilities [batch, classes]."""

@@ -54,7 +54,7 @@ class Predictor:
 
 def load_export(path: Path) -> Predictor:
     """A predictor on an export folder written by `keras_googlenet.serving.export`."""
-    import tensorflow as tf
+    from keras_googlenet.serving import formats
 
     info_file = path / "export.json"
     if not info_file.is_file():
@@ -65,11 +65,7 @@ def load_export(path: Path) -> Predictor:
         class_names = tuple(info["class_names"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{info_file}: unreadable export description ({e})") from None
-    try:
-        loaded = tf.saved_model.load(str(path))
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: cannot load the SavedModel ({first})") from None
+    loaded = formats.load_saved_model(path)
     # The restored function references the variables weakly: the closure keeps `loaded` (and so
     # the variables) alive as long as the predictor.
     return Predictor(
