@@ -51,10 +51,13 @@ SECTIONS = ("matrix", "train", "pipeline", "scaling")
 # the deep layers' 3x3 maps: 1.4e-2 seen in the update). A 16-bit step rounds differently at
 # other batch shapes (one device's 16 images against each replica's 8), so its update is held
 # to "noise": no further from one device's than one device's is from float32's update.
+# A 16-bit loss is held to 4 units of its format's precision (float16 2^-10, bfloat16 2^-7):
+# on an AMD EPYC, which emulates float16, the mirrored loss was 4.3e-5 away; on an Intel Xeon
+# with AVX512_FP16, which computes it natively, 2.1e-3 (about 2 units).
 TOLERANCE = {
     "float32": {"loss": 1e-5, "update": 0.05, "moving_stats": 1e-3},
-    "mixed_float16": {"loss": 1e-3, "update": "noise", "moving_stats": 0.01},
-    "mixed_bfloat16": {"loss": 0.03, "update": "noise", "moving_stats": 0.05},
+    "mixed_float16": {"loss": 4 * 2.0**-10, "update": "noise", "moving_stats": 0.01},
+    "mixed_bfloat16": {"loss": 4 * 2.0**-7, "update": "noise", "moving_stats": 0.05},
 }
 
 
