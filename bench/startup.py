@@ -140,9 +140,7 @@ def main(argv=None) -> int:
     print(f"\n{'part':<42} median s (min-max) over {args.runs} run(s)")
     for key, text in PARTS:
         values = [r[key] for r in runs]
-        print(
-            f"{text:<42} {statistics.median(values):6.2f} ({min(values):.2f}-{max(values):.2f})"
-        )
+        print(f"{text:<42} {statistics.median(values):6.2f} ({min(values):.2f}-{max(values):.2f})")
     return 0
 
 
