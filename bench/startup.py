@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def one_run(overrides: list[str]) -> dict:
         proc = subprocess.run(
             [sys.executable, "-c", code],
             cwd=REPO,
-            env={"TF_CPP_MIN_LOG_LEVEL": "2", **__import__("os").environ},
+            env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ},
             capture_output=True,
             text=True,
         )
