@@ -123,9 +123,8 @@ def train(
             phase = finetune.phase_at(cfg, point.epoch)
             new = point.state is None and not point.from_last
             model, ema = _build_compiled_model(cfg, data, strategy, phase, new=new)
+            # compile_model built the metrics: a resumed epoch's accumulators go back in.
             state, metrics = _restore(model, ema, point, plan, cfg, run, own)
-            if metrics is not None:
-                _build_metrics(model, data, strategy)
             _log_start(run, cfg, plan, state, point)
             if chief:
                 _drop_unsaved_outputs(run, state.epoch)
@@ -336,18 +335,6 @@ def _restore(model, ema, point, plan: Plan, cfg: Config, run: RunDir, own: RunDi
     if point.from_last:  # the next start finds a state file again
         run_state.save(model, own.backup, state, ema)
     return state, metrics
-
-
-def _build_metrics(model, data: _Data, strategy) -> None:
-    """Creates every metric variable now (Keras makes most at the first step), so a resumed
-    epoch's accumulators can be put back before that step: one evaluation of one batch."""
-    batch = data.sample_fn()
-    images, labels = batch[0], batch[1]
-    with strategy.scope():
-        outputs = model(images, training=False)
-        model.compute_loss(images, labels, outputs)  # the per-head loss trackers
-        model.compute_metrics(images, labels, outputs, sample_weight=None)
-    model.reset_metrics()
 
 
 def _log_start(run: RunDir, cfg: Config, plan: Plan, state, point) -> None:
