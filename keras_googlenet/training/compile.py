@@ -212,16 +212,17 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
         jit_compile=cfg.runtime.jit_compile,
         steps_per_execution=steps_per_execution(cfg.runtime.steps_per_execution),
     )
-    build_metrics(model, num_classes, soft)
+    _build_metrics(model, num_classes, soft)
     return model
 
 
-def build_metrics(model: keras.Model, num_classes: int, soft: bool) -> None:
+def _build_metrics(model: keras.Model, num_classes: int, soft: bool) -> None:
     """Creates the compiled losses' and metrics' variables now, from one blank image.
 
     Without a distribution strategy Keras creates them inside the first training step's
     trace, and TensorFlow traces a function that created variables a second time: that second
-    trace of the whole step was 4 of the 10 seconds of the demo's first step (a 2-core Xeon),
+    trace of the whole step was about 3 of the 10.5 seconds of the demo's first step (a 2-core
+    AMX Xeon),
     paid by every start and every resume. Built here, once per compile (a phase switch
     recompiles), the step is traced once, and a resumed epoch's accumulators can be put back
     before its first step. The accumulators are reset after; `fit` resets them again anyway.
