@@ -222,10 +222,9 @@ def _build_metrics(model: keras.Model, num_classes: int, soft: bool) -> None:
     Without a distribution strategy Keras creates them inside the first training step's
     trace, and TensorFlow traces a function that created variables a second time: that second
     trace of the whole step was about 3 of the 10.5 seconds of the demo's first step (a 2-core
-    AMX Xeon),
-    paid by every start and every resume. Built here, once per compile (a phase switch
-    recompiles), the step is traced once, and a resumed epoch's accumulators can be put back
-    before its first step. The accumulators are reset after; `fit` resets them again anyway.
+    AMX Xeon), paid by every start and every resume. Built here, once per compile (a phase
+    switch recompiles), the step is traced once, and a resumed epoch's accumulators can be put
+    back before its first step. The accumulators are reset after; `fit` resets them again.
 
     Args:
         model: the compiled model (in the strategy's scope, under the run's precision policy).
