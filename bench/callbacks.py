@@ -45,6 +45,9 @@ CLASSES = 256
 def measure(size: int, which: str, steps: int) -> dict:
     """`step`: the median seconds between batch begins of epoch 2; `hooks`: the seconds per
     step spent inside the run's own batch hooks (and `before`'s), in this process."""
+    import keras_googlenet  # noqa: F401  (first: it picks TensorFlow's CPU kernels, cpu.py)
+
+    # isort: split
     import keras
     import numpy as np
     import tensorflow as tf

@@ -40,6 +40,7 @@ CHILD = """
 import time
 origin = time.perf_counter()
 import json
+import keras_googlenet  # first: it picks TensorFlow's CPU kernels (keras_googlenet/cpu.py)
 import keras
 import tensorflow as tf
 from keras_googlenet.config import load_config

@@ -36,6 +36,9 @@ def measure(
     "keras_bn" (Keras's own batch norm training pass instead of the fused kernel), "metrics"
     (no metrics), "inter_op_1" (one TensorFlow op at a time).
     """
+    import keras_googlenet  # noqa: F401  (first: it picks TensorFlow's CPU kernels, cpu.py)
+
+    # isort: split
     import keras
     import numpy as np
     import tensorflow as tf

@@ -6,6 +6,11 @@ import os
 # user needs; errors only, unless the user asked for more (`--verbose` sets it before import).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_googlenet.cpu import choose_kernels  # noqa: E402  (after the line above, before TF)
+
+# Which CPU kernels TensorFlow will use, chosen before it loads; `train` logs it.
+CPU_KERNELS = choose_kernels()
+
 __version__ = "0.2.0"
 __all__ = ["build_googlenet", "inference_model", "min_input_size"]
 

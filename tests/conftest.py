@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-# Quiet TensorFlow's C++ start-up lines in test output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before anything imports TensorFlow: the package quiets its C++ start-up lines and picks its CPU
+# kernels (keras_googlenet/cpu.py), so the suite runs on the kernels a user's run gets.
+import keras_googlenet  # noqa: F401
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import (  # noqa: E402

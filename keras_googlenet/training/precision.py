@@ -12,9 +12,10 @@ decides. Intel CPUs with AVX512_BF16 but no AMX trained slower in bfloat16 than 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import keras
+
+from keras_googlenet.cpu import cpu_flags, cpu_vendor
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # /proc/cpuinfo flags that mean bfloat16 matrix maths runs in hardware: AMX's tiles are fast on
@@ -25,30 +26,6 @@ FP16_TENSOR_CORES = (7, 0)
 AMX_FLAGS = ("amx_bf16", "amx_tile")
 AVX512_BF16 = "avx512_bf16"
 BF16_FAST_WITHOUT_AMX = ("AuthenticAMD",)
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags listed in /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def cpu_vendor(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's vendor_id (GenuineIntel, AuthenticAMD; "" where /proc/cpuinfo has none)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith("vendor_id"):
-            return line.partition(":")[2].strip()
-    return ""
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import keras
 
+from keras_googlenet import CPU_KERNELS
 from keras_googlenet.config import Config, apply_overrides, load_config, require, save_config
 from keras_googlenet.errors import UserError
 from keras_googlenet.logs import run_logging
@@ -264,6 +265,7 @@ def _plan(cfg: Config, strategy, data: _Data) -> Plan:
     for line in plan.describe():
         log.info("%s", line)
     log.info("precision: %s (%s)", policy, why)
+    log.info("CPU kernels: %s", CPU_KERNELS)
     return plan
 
 
