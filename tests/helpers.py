@@ -111,6 +111,17 @@ FAULTS = Path(__file__).resolve().parent / "faults.py"  # `keras-googlenet`, wit
 SIZE = 65  # the smallest input the aux heads accept: the fastest GoogLeNet there is
 
 
+def in_order(dataset):
+    """`dataset` yielding in its own order, as with `data.deterministic`. Without it (the
+    default) the parallel map and batch may swap neighbours across a pass's end, as a loaded
+    CI machine did (7/8/9 of a class in one epoch): tests of what each pass holds read it so."""
+    import tensorflow as tf
+
+    ordered = tf.data.Options()
+    ordered.deterministic = True
+    return dataset.with_options(ordered)
+
+
 def tiny_overrides(data_dir, **extra) -> list[str]:
     """`--set` values for a few-step run of configs/smoke.yaml on a tiny dataset."""
     values = {

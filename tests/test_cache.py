@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+from helpers import in_order
 from PIL import Image
 
 from keras_googlenet.config import load_config
@@ -116,6 +117,7 @@ def test_auto_cached_pipeline_gives_full_reshuffled_epochs(shared_processed_data
     assert cfg.data.cache == "auto"  # the default
     ds = data.make_train_dataset(cfg, read_dataset_info(cfg), passes=3)
     assert calls == [True]
+    ds = in_order(ds)
     stream = np.concatenate([y["main"].numpy() for _, y in ds])
     epochs = [stream[24 * k : 24 * (k + 1)] for k in range(3)]
     for labels in epochs:  # every file once per epoch: 8 per class
