@@ -42,6 +42,8 @@ def make_datasets(cifar, image_size: int, batch_size: int, seed: int = 0):
     """
     import tensorflow as tf
 
+    from keras_googlenet.data.pipeline import untuned_options
+
     def resize(images, labels):
         images = tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))
         return images, {"main": labels, "aux_4a": labels, "aux_4d": labels}
@@ -52,7 +54,8 @@ def make_datasets(cifar, image_size: int, batch_size: int, seed: int = 0):
             # The uint8 arrays are small: a full shuffle costs 150 MB at most.
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=training)
-        return ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        return ds.with_options(untuned_options())
 
     return (
         pipeline(cifar.x_train, cifar.y_train, True),

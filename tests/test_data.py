@@ -282,6 +282,9 @@ def test_train_batches_labels_and_raw_pixels(shared_processed_dataset, cache):
     no_aux = config(shared_processed_dataset, "model.aux_heads=false")
     _, y = next(iter(data.make_train_dataset(no_aux, info)))
     assert set(y) == {"main"}
+    # no autotuning thread, which could hold the iterator's deletion (the end of `fit`) 60 s
+    for ds in (data.make_train_dataset(cfg, info), data.make_val_dataset(cfg, info)):
+        assert ds.options().autotune.enabled is False
 
 
 @CACHE

@@ -35,6 +35,7 @@ def test_datasets_resize_batches_on_the_fly(tmp_path):
     assert 200 < float(images.numpy().max()) <= 255
     assert sum(1 for _ in train_ds) == 20 // 3  # drop_remainder for training
     assert sum(int(b[0].shape[0]) for b in val_ds) == 8  # every validation image once
+    assert [ds.options().autotune.enabled for ds in (train_ds, val_ds)] == [False, False]
 
 
 def test_verdict_and_history_table():

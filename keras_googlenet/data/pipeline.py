@@ -193,8 +193,21 @@ def _labels(images, labels, heads):
     return images, {h: labels for h in heads}
 
 
-def _options(cfg: Config, *, deterministic: bool, sharded: bool) -> tf.data.Options:
+def untuned_options() -> tf.data.Options:
+    """tf.data options without the autotuning model thread, for every dataset that `fit` reads.
+
+    TensorFlow 2.21 deletes an iterator only once that thread wakes, and it sleeps up to 60 s
+    between tunings: `fit` hung 43-47 s, idle, in the training iterator's destructor after the
+    demo's last epoch (4 runs in 6). Without the thread, AUTOTUNE values take TensorFlow's fixed
+    defaults; the pipeline was no slower on 2 cores (bench/README.md, "Autotuning off").
+    """
     options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def _options(cfg: Config, *, deterministic: bool, sharded: bool) -> tf.data.Options:
+    options = untuned_options()
     # Out-of-order parallel map is faster; a reproducible run needs the order fixed.
     options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
