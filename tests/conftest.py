@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+# pytest-xdist (`make test`: -n 2) runs one worker per core. Each worker's TensorFlow, and the
+# processes its tests start, get their share of the cores for their kernels instead of a thread
+# per core each, which ran 4 busy threads on 2 cores. Set before TensorFlow loads.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
 # Before anything imports TensorFlow: the package quiets its C++ start-up lines and picks its CPU
 # kernels (keras_googlenet/cpu.py), so the suite runs on the kernels a user's run gets.
-import keras_googlenet  # noqa: F401
+import keras_googlenet  # noqa: E402, F401
 
 sys.path.insert(0, str(Path(__file__).parent))
 
