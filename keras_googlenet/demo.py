@@ -87,6 +87,7 @@ def generate(workdir: Path, per_class: int, seed: int) -> tuple[Path, list[tuple
         heldout_dir=heldout,
         heldout_per_class=HELDOUT_PER_CLASS,
         seed=seed,
+        progress=True,
     )
     record = {
         "params": params,

@@ -89,7 +89,10 @@ def test_heldout_images_are_outside_the_dataset(dataset):
 
 def test_same_seed_same_files(tmp_path):
     a = shapes.write_shapes_dataset(tmp_path / "a", per_class=3, classes=("star", "ring"), seed=1)
-    b = shapes.write_shapes_dataset(tmp_path / "b", per_class=3, classes=("star", "ring"), seed=1)
+    # Drawn by two processes: each image has its own random stream, so the files are the same.
+    b = shapes.write_shapes_dataset(
+        tmp_path / "b", per_class=3, classes=("star", "ring"), seed=1, workers=2
+    )
     c = shapes.write_shapes_dataset(tmp_path / "c", per_class=3, classes=("star", "ring"), seed=2)
     files = sorted(p.relative_to(a.root) for p in a.root.rglob("*.jpg"))
     assert files == sorted(p.relative_to(b.root) for p in b.root.rglob("*.jpg"))
