@@ -171,7 +171,8 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
         model: the training model.
         cfg: the config (`optimizer.*`, `training.*`, `runtime.jit_compile`).
         optimizer: an optimizer to keep (a recompile after (un)freezing layers keeps its
-            state); None: a new one from `cfg.optimizer`.
+            state); None: a new one from `cfg.optimizer`, built over the variables trainable
+            now (freeze layers first: a later build cannot add variables).
 
     Returns:
         `model`, compiled.
@@ -213,6 +214,12 @@ def compile_model(model: keras.Model, cfg: Config, optimizer=None) -> keras.Mode
         steps_per_execution=steps_per_execution(cfg.runtime.steps_per_execution),
     )
     _build_metrics(model, num_classes, soft)
+    if optimizer is None:
+        # Its slot variables now, over the variables trainable at this compile, for the same
+        # reason as the metrics': created inside the first step's trace they make TensorFlow
+        # trace the step twice, each variable behind an initializing `cond` (about 7 s more
+        # for the first step of the gpu_check's one-device cells; bench/README.md).
+        model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -287,11 +287,11 @@ def _build_compiled_model(cfg: Config, data: _Data, strategy, phase, *, new: boo
         model = build_model(cfg, info)
         if cfg.training.init_weights and new:  # a resume restores its own
             finetune.load_init_weights(model, cfg)
-        # The optimizer is built now, in the scope, so the state can restore it, over every
-        # variable the last phase trains, so it keeps one layout across phases.
+        # Frozen as the last phase trains before compiling: the optimizer is built there, in
+        # the scope (so the state can restore it), over every variable the last phase trains,
+        # so it keeps one layout across phases.
         finetune.freeze(model, phases[-1].freeze_until)
         model = compile_model(model, cfg)
-        model.optimizer.build(model.trainable_variables)
         ema = None
         if cfg.optimizer.ema:  # in the scope: mirrored like the weights; over the same set
             ema = ExponentialMovingAverage(model, cfg.optimizer.ema_momentum)
