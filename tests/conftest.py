@@ -57,9 +57,17 @@ def tiny_export(tmp_path_factory):
 # Under pytest-xdist (`make test` runs two processes): the tests that read the session's tiny
 # run go to one process, so the run is trained once, not once per process.
 SHARED_RUN = {"tiny_run", "tiny_export"}
+# Module-scoped fixtures that cost seconds to minutes (the gpu_check dry run, a finished training
+# run, converted weights, a 224 px GoogLeNet): the tests of a module that use one go to one
+# process too, or each process builds it again (the 2-minute dry run ran twice in one CI run).
+SHARED_IN_MODULE = {"report", "finished_run", "torch_files", "slim_weights", "model_224"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SHARED_RUN & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SHARED_RUN & names:
             item.add_marker(pytest.mark.xdist_group("tiny_run"))
+        elif SHARED_IN_MODULE & names:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
