@@ -5,7 +5,8 @@
 
 Rows (the peers are in bench/peers/; their dependencies are optional):
     preprocess       `keras-googlenet preprocess` (all cores) vs the seed's serial OpenCV loop,
-                     on 3,000 Caltech-shaped JPEGs (bench/preprocess.py --shape caltech)
+                     on 3,000 Caltech-shaped JPEGs (bench/preprocess.py --shape caltech), or
+                     on your own class folders with `--input DIR` (real photos, e.g. Caltech-101)
     pipeline         the tf.data training input (random crop 224 + flip, batch 128) vs a torch
                      DataLoader (2 workers, OpenCV decode + albumentations), 256 px JPEGs,
                      each decoding every image (our first epoch, or data.cache: false)
@@ -65,7 +66,7 @@ def one(row: str, side: str, args) -> dict:
     if row == "preprocess":
         import preprocess
 
-        folder = preprocess.generate(args.images, "caltech")
+        folder = Path(args.input) if args.input else preprocess.generate(args.images, "caltech")
         if side == "ours":
             r = preprocess.measure_one(str(folder), preprocess.default_workers(), 256)
             return {"images_per_second": r["images"] / r["seconds"]}
@@ -101,6 +102,7 @@ def run_side(row: str, side: str, args) -> float | None:
     cmd = [sys.executable, __file__, "--one", row, side, "--images", str(args.images)]
     cmd += ["--steps", str(args.steps), "--batches", str(args.batches)]
     cmd += [f"--set={kv}" for kv in args.set]
+    cmd += ["--input", args.input] if args.input else []
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **ISA_CAPS.get(args.isa, {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode or "RESULT " not in proc.stdout:
@@ -125,12 +127,17 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=30, help="timed pipeline batches")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
+        "--input", metavar="DIR", help="preprocess row: your own class folders, not generated ones"
+    )
+    parser.add_argument(
         "--isa", choices=["default", *ISA_CAPS], default="default", help="cap the CPU kernels"
     )
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if unknown := [r for r in args.rows if r not in ROWS]:
         parser.error(f"unknown row(s) {unknown}; rows: {', '.join(ROWS)}")
+    if args.input and not Path(args.input).is_dir():
+        parser.error(f"--input {args.input}: not a folder")
     if args.one:
         print("RESULT " + json.dumps(one(*args.one, args)), flush=True)
         return 0

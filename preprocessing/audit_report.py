@@ -3,8 +3,8 @@
     audit.csv          group,file,class,split,distance,kind,conflict,note: one row per copy
     audit.json         the counts (`Audit.counts`); a training run copies them to dataset.json
     audit/classes.png  images per class, with the imbalance ratio
-    audit/conflict_NNN.png  each group filed under two or more classes, side by side
-    audit/group_NNN.png     the largest groups, side by side
+    audit/conflict_NNN.jpg  each group filed under two or more classes, side by side
+    audit/group_NNN.jpg     the largest groups, side by side
 
 Every file is written atomically and audit/ is built beside its final place, then renamed
 into it, so an interrupted audit leaves the previous report or none, never half of one.
@@ -56,7 +56,11 @@ def _caption(audit: Audit, group: Group, k: int) -> str:
 
 
 def group_picture(audit: Audit, group: Group) -> bytes:
-    """PNG bytes of a group's copies side by side, each captioned class, split and distance."""
+    """JPEG bytes of a group's copies side by side, each captioned class, split and distance.
+
+    JPEG, not PNG: these are photos, and zlib took 40 ms a picture (8 s for 200 conflicts on
+    Caltech-sized files) against 1 ms; 4:4:4 keeps the captions sharp.
+    """
     shown = group.members[:MAX_SHOWN]
     sheet = Image.new("RGB", (THUMB * len(shown), THUMB + 30), "white")
     draw = ImageDraw.Draw(sheet)
@@ -68,7 +72,7 @@ def group_picture(audit: Audit, group: Group) -> bytes:
         sheet.paste(Image.fromarray(pixels), (k * THUMB, 0))
         draw.text((k * THUMB + 4, THUMB + 2), _caption(audit, group, k), fill="black")
     buffer = io.BytesIO()
-    sheet.save(buffer, "PNG")
+    sheet.save(buffer, "JPEG", quality=90, subsampling=0)
     return buffer.getvalue()
 
 
@@ -112,9 +116,9 @@ def _write_pictures(audit: Audit, folder: Path, counts: dict) -> None:
     )
     conflicts = [g for g in audit.groups if audit.spans_classes(g)]
     for number, group in enumerate(conflicts[:MAX_PICTURES], 1):
-        atomic_write_bytes(folder / f"conflict_{number:03d}.png", group_picture(audit, group))
+        atomic_write_bytes(folder / f"conflict_{number:03d}.jpg", group_picture(audit, group))
     for number, group in enumerate(audit.groups[:LARGEST], 1):
-        atomic_write_bytes(folder / f"group_{number:03d}.png", group_picture(audit, group))
+        atomic_write_bytes(folder / f"group_{number:03d}.jpg", group_picture(audit, group))
 
 
 def write_report(audit: Audit, output: str | Path) -> dict:

@@ -11,19 +11,26 @@ Conversions (documented choices):
 - EXIF orientation: applied, so a portrait photo stays upright;
 - animated GIF/WebP: the first frame.
 
-Pillow decodes (it reads every format and mode above); OpenCV resizes, because Pillow's bicubic
+Pillow reads every header and decodes every format and mode above. The common case, an upright
+YCbCr or grayscale JPEG, is decoded by libjpeg-turbo through simplejpeg straight into a numpy
+array, at half of Pillow's cost (whose pixels then still go through its own 4-byte layout and a
+copy); simplejpeg's strict mode refuses anything libjpeg warns about, and those files go through
+Pillow as before, so both routes give the same pixels and the same reasons (bench/README.md,
+"Preprocessing real photos"; tests/test_image_io.py). OpenCV resizes, because Pillow's bicubic
 filter cost three quarters of the time per image on Caltech-sized photos (bench/preprocess.py
 --parts).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Our own guard against decompression bombs, checked after JPEG draft mode has reduced the
@@ -87,6 +94,32 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _plain_jpeg(data: bytes, im: Image.Image) -> np.ndarray | None:
+    """The pixels of an upright YCbCr or grayscale JPEG at `im`'s (draft) size, or None.
+
+    `im` is the opened, not yet decoded file, after `draft`. None means "let Pillow decode it":
+    another format or mode, an EXIF rotation, or anything libjpeg warns about (a truncated or
+    damaged file, extra bytes before a marker), which strict mode turns into a ValueError.
+    """
+    if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+        return None
+    try:
+        if im.getexif().get(ORIENTATION, 1) != 1:
+            return None
+    except Exception:  # bad metadata: Pillow's route decides what it means
+        return None
+    width, height = im.size
+    try:
+        pixels = simplejpeg.decode_jpeg(
+            data, "RGB", min_height=height, min_width=width, strict=True
+        )
+    except ValueError:
+        return None
+    # The smallest libjpeg scale covering draft's size is draft's own (1/2, 1/4 or 1/8); any
+    # other outcome is left to Pillow rather than trusted.
+    return pixels if pixels.shape[:2] == (height, width) else None
+
+
 def _upright(im: Image.Image) -> Image.Image:
     """Applies the EXIF orientation; a broken EXIF block leaves the image as stored."""
     try:
@@ -144,12 +177,13 @@ def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        data = path.read_bytes()  # one read; both decoders take the bytes
+        if not data:
             raise BadImage(EMPTY)
         with warnings.catch_warnings():
             # Corrupt EXIF or odd chunks warn; the image itself may still be fine.
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 # JPEGs decode at 1/2, 1/4 or 1/8 scale when that still covers the output
                 # square: the biggest speed-up for multi-megapixel photos (and memory saver).
                 stored = im.size[0] * im.size[1]
@@ -157,6 +191,9 @@ def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
                 width, height = im.size
                 if width * height > MAX_DECODE_PIXELS:
                     raise BadImage(TOO_LARGE, f"{width}x{height} pixels")
+                pixels = _plain_jpeg(data, im)
+                if pixels is not None:
+                    return pixels, stored
                 im.load()
                 im = _upright(im)
                 im = _to_rgb(im)

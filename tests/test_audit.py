@@ -126,9 +126,9 @@ def test_no_group_crosses_the_split(planted):
 def test_report_pictures_exist(planted):
     _, _, out, _ = planted
     pictures = sorted(p.name for p in (out / "audit").iterdir())
-    assert pictures[:2] == ["classes.png", "conflict_001.png"]
-    assert "group_006.png" in pictures and "group_007.png" not in pictures
-    with Image.open(out / "audit" / "conflict_001.png") as im:
+    assert pictures[:2] == ["classes.png", "conflict_001.jpg"]
+    assert "group_006.jpg" in pictures and "group_007.jpg" not in pictures
+    with Image.open(out / "audit" / "conflict_001.jpg") as im:
         assert im.size == (2 * audit_report.THUMB, audit_report.THUMB + 30)
     assert not list(out.glob(".audit-*"))
 

@@ -57,6 +57,38 @@ def test_grayscale_becomes_three_equal_channels(tmp_path):
     assert out.std() > 10  # the content survived, not a flat grey
 
 
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("4:2:0", {"subsampling": 2}),
+        ("4:2:2", {"subsampling": 1}),
+        ("4:4:4", {"subsampling": 0}),
+        ("progressive", {"progressive": True}),
+        ("grayscale", {}),
+    ],
+)
+def test_plain_jpegs_decode_to_pillows_own_pixels(tmp_path, kind, options):
+    """The libjpeg-turbo route (simplejpeg) takes these files and gives exactly the pixels
+    Pillow's own decode gives, at every draft scale: the processed dataset, the evaluation and
+    the served model's inputs do not depend on which route read a file."""
+    rng = np.random.default_rng(0)
+    texture = smooth_image(333, 517).astype(int) + rng.integers(-40, 40, (333, 517, 3))
+    img = np.clip(texture, 0, 255).astype(np.uint8)
+    Image.fromarray(img[..., 0] if kind == "grayscale" else img).save(
+        tmp_path / "p.jpg", quality=90, **options
+    )
+    data = (tmp_path / "p.jpg").read_bytes()
+    for size in (400, 160, 80, 40):  # scales 1, 1/2, 1/4 and 1/8 of 517x333
+        with Image.open(tmp_path / "p.jpg") as im:
+            im.draft("RGB", (size, size))
+            fast = image_io._plain_jpeg(data, im)
+            im.load()
+            expected = np.asarray(im.convert("RGB"))
+        assert fast is not None, (kind, size)
+        assert fast.shape == expected.shape and np.array_equal(fast, expected), (kind, size)
+        assert np.array_equal(image_io.decode_file(tmp_path / "p.jpg", size)[0], expected)
+
+
 def test_cmyk_jpeg_converted_to_rgb(tmp_path):
     src = smooth_image(64, 64)
     Image.fromarray(src).convert("CMYK").save(tmp_path / "c.jpg", quality=95)
