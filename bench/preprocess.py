@@ -3,6 +3,7 @@
     python bench/preprocess.py [--images 3000] [--size 256] [--repeat 1] [--shape caltech]
     python bench/preprocess.py --parts          # the cost of one image, part by part
     python bench/preprocess.py --audit-cost --shape caltech --repeat 3   # what the audit adds
+    python bench/preprocess.py --parts --input DIR   # the same on your own class folders
 
 The first run generates the input once into bench/.cache/; later runs reuse it. Two shapes:
 `photos`, JPEGs of 300-1000 px per side (phone-sized photos), and `caltech`, shaped like
@@ -141,6 +142,8 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
 
     cv2.setNumThreads(1)  # as in the workers
     files = sorted(input_dir.glob("*/*.jpg"))[:count]
+    if not files:
+        raise SystemExit(f"no */*.jpg files in {input_dir}")
 
     def decode(path):
         with Image.open(path) as im:
@@ -158,7 +161,12 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
     out = CACHE / "parts_out.jpg"
     steps = [
         ("read the bytes", files, Path.read_bytes),
-        ("open + decode (Pillow, draft mode)", files, decode),
+        (
+            "decode_file (simplejpeg route)",
+            files,
+            lambda f: image_io.decode_file(f, size),
+        ),
+        ("  Pillow: open + decode (draft mode)", files, decode),
         ("EXIF orientation + to RGB", decoded, lambda im: image_io._to_rgb(image_io._upright(im))),
         ("to a numpy array", rgb, np.asarray),
         (
@@ -190,6 +198,8 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
             files,
             lambda f: process_one((0, f, out), size, True),
         ),
+        ("the seed: cv2.imread", files, lambda f: cv2.imread(str(f))),
+        ("the seed's loop, whole (bench/peers)", files, lambda f: _seed_one(f, out, size)),
     ]
     print(f"CPU ms per image, {len(files)} files of {input_dir.name}:")
     for name, inputs, step in steps:
@@ -198,6 +208,17 @@ def parts(input_dir: Path, size: int, count: int = 300) -> None:
             step(item)
         print(f"  {name:<38} {1000 * (time.process_time() - start) / len(inputs):6.2f}")
     out.unlink(missing_ok=True)
+
+
+def _seed_one(path: Path, out: Path, size: int) -> None:
+    """One image through the seed's steps (bench/peers/seed_preprocess.py), for `parts`."""
+    import cv2
+
+    img = cv2.imread(str(path))
+    side = min(img.shape[:2])
+    top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    img = cv2.resize(img[top : top + side, left : left + side], (size, size), cv2.INTER_AREA)
+    cv2.imwrite(str(out), img)
 
 
 def audit_cost(root: Path, workers: int, size: int, repeat: int) -> None:
@@ -224,6 +245,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=1, help="runs per setting; best is kept")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="photos")
+    parser.add_argument(
+        "--input", type=Path, help="--parts / --audit-cost on your class folders, not generated"
+    )
     parser.add_argument("--parts", action="store_true", help="time one image's parts and stop")
     parser.add_argument("--audit-cost", action="store_true", help="time with and without audit")
     parser.add_argument("--no-audit", action="store_true", help=argparse.SUPPRESS)
@@ -234,14 +258,18 @@ def main() -> None:
         print(json.dumps(measure_one(args.one, args.workers, args.size, not args.no_audit)))
         return
 
+    if args.input and not (args.parts or args.audit_cost):
+        parser.error(
+            "--input goes with --parts or --audit-cost (compare.py preprocess --input DIR)"
+        )
     cores = default_workers()
-    root = generate(args.images, args.shape)
+    root = args.input or generate(args.images, args.shape)
     if args.parts:
         parts(root, args.size)
         return
     if args.audit_cost:
         print(
-            f"audit cost: {args.images} JPEGs ({args.shape}), {cores} workers, load average "
+            f"audit cost: {root.name}, {cores} workers, load average "
             f"before: {os.getloadavg()[0]:.2f}"
         )
         audit_cost(root, cores, args.size, args.repeat)

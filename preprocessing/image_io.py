@@ -94,30 +94,48 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def _plain_jpeg(data: bytes, im: Image.Image) -> np.ndarray | None:
-    """The pixels of an upright YCbCr or grayscale JPEG at `im`'s (draft) size, or None.
+def draft_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size a JPEG decodes at for a `size` square: its 1/8, 1/4, 1/2 or full scale, the
+    smallest that still covers the square (Pillow's `draft` rule, which the Pillow route uses;
+    tests/test_image_io.py checks the two routes agree at every scale)."""
+    fits = min(width // size, height // size)
+    scale = next(s for s in (8, 4, 2, 1) if fits >= s or s == 1)
+    return -(-width // scale), -(-height // scale)
 
-    `im` is the opened, not yet decoded file, after `draft`. None means "let Pillow decode it":
-    another format or mode, an EXIF rotation, or anything libjpeg warns about (a truncated or
-    damaged file, extra bytes before a marker), which strict mode turns into a ValueError.
+
+def _plain_jpeg(data: bytes, size: int) -> tuple[np.ndarray, int] | None:
+    """(pixels at the draft size, stored pixels) of an upright YCbCr or grayscale JPEG, or None.
+
+    None means "let Pillow decode it": another format or colour space, an EXIF rotation, a
+    decode larger than MAX_DECODE_PIXELS (Pillow's route names it), or anything libjpeg warns
+    about (a truncated or damaged file, extra bytes before a marker), which strict mode turns
+    into a ValueError.
     """
-    if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-        return None
     try:
-        if im.getexif().get(ORIENTATION, 1) != 1:
-            return None
-    except Exception:  # bad metadata: Pillow's route decides what it means
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
         return None
-    width, height = im.size
+    if colorspace not in ("YCbCr", "Gray"):
+        return None
+    if b"Exif\x00\x00" in data:  # most web images carry none: no need to parse headers then
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                if im.getexif().get(ORIENTATION, 1) != 1:
+                    return None
+        except Exception:  # bad metadata: Pillow's route decides what it means
+            return None
+    draft_w, draft_h = draft_size(width, height, size)
+    if draft_w * draft_h > MAX_DECODE_PIXELS:
+        return None
     try:
         pixels = simplejpeg.decode_jpeg(
-            data, "RGB", min_height=height, min_width=width, strict=True
+            data, "RGB", min_height=draft_h, min_width=draft_w, strict=True
         )
     except ValueError:
         return None
-    # The smallest libjpeg scale covering draft's size is draft's own (1/2, 1/4 or 1/8); any
-    # other outcome is left to Pillow rather than trusted.
-    return pixels if pixels.shape[:2] == (height, width) else None
+    # The smallest libjpeg scale covering the draft size is the draft's own; any other outcome
+    # is left to Pillow rather than trusted.
+    return (pixels, width * height) if pixels.shape[:2] == (draft_h, draft_w) else None
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -180,6 +198,8 @@ def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
         data = path.read_bytes()  # one read; both decoders take the bytes
         if not data:
             raise BadImage(EMPTY)
+        if plain := _plain_jpeg(data, size):
+            return plain
         with warnings.catch_warnings():
             # Corrupt EXIF or odd chunks warn; the image itself may still be fine.
             warnings.simplefilter("ignore")
@@ -191,9 +211,6 @@ def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, int]:
                 width, height = im.size
                 if width * height > MAX_DECODE_PIXELS:
                     raise BadImage(TOO_LARGE, f"{width}x{height} pixels")
-                pixels = _plain_jpeg(data, im)
-                if pixels is not None:
-                    return pixels, stored
                 im.load()
                 im = _upright(im)
                 im = _to_rgb(im)

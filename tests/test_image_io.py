@@ -81,11 +81,13 @@ def test_plain_jpegs_decode_to_pillows_own_pixels(tmp_path, kind, options):
     for size in (400, 160, 80, 40):  # scales 1, 1/2, 1/4 and 1/8 of 517x333
         with Image.open(tmp_path / "p.jpg") as im:
             im.draft("RGB", (size, size))
-            fast = image_io._plain_jpeg(data, im)
+            assert image_io.draft_size(517, 333, size) == im.size
             im.load()
             expected = np.asarray(im.convert("RGB"))
+        fast = image_io._plain_jpeg(data, size)
         assert fast is not None, (kind, size)
-        assert fast.shape == expected.shape and np.array_equal(fast, expected), (kind, size)
+        assert fast[0].shape == expected.shape and np.array_equal(fast[0], expected), (kind, size)
+        assert fast[1] == 517 * 333
         assert np.array_equal(image_io.decode_file(tmp_path / "p.jpg", size)[0], expected)
 
 
